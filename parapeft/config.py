@@ -1,0 +1,106 @@
+"""Configuration of a PARA adapter (stored as ``adapter_config.json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+POOLERS = ("mean", "last", "max", "attention")
+ACTIVATIONS = ("silu", "gelu", "relu")
+TARGETS = ("q", "v", "up")
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_TYPE = "PARA"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ParaConfig:
+    """Hyper-parameters of one PARA adapter.
+
+    Every decoder layer gets a vector generator ``act(W_down · pool(x))`` →
+    ``W_up`` that scales that layer's query, value and FFN-up activations
+    element-wise by ``1 + l``; ``x`` is the prompt part of the layer's
+    normalised attention input.
+    """
+
+    r: int = field(default=12, metadata={"help": "Bottleneck width of each layer's vector generator."})
+    pooler: str = field(
+        default="mean",
+        metadata={"help": "How prompt positions are summarised: mean | last | max | attention (learned scores)."},
+    )
+    activation: str = field(default="silu", metadata={"help": "Generator non-linearity: silu | gelu | relu."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on the pooled prompt vector while training."})
+    targets: list[str] = field(
+        default_factory=lambda: list(TARGETS),
+        metadata={"help": "Activations to scale, a subset of q, v, up (query, value, FFN up projection)."},
+    )
+    layers_to_transform: list[int] | None = field(
+        default=None, metadata={"help": "Decoder layers that get a generator; None means every layer."}
+    )
+    base_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Backbone the adapter was trained on (a named model, HF id or path)."}
+    )
+    model_type: str | None = field(default=None, metadata={"help": "Backbone architecture, filled in on attach."})
+    dims: dict[str, int] | None = field(
+        default=None,
+        metadata={"help": "Backbone widths (hidden, q, v, up, num_layers), filled in on attach and checked on load."},
+    )
+    peft_type: str = PEFT_TYPE
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"r must be a positive integer, got {self.r!r}")
+        if self.pooler not in POOLERS:
+            raise ValueError(f"pooler must be one of {', '.join(POOLERS)}; got {self.pooler!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self.targets = list(self.targets)
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if unknown or not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"targets must be a non-empty subset of {', '.join(TARGETS)} without repeats; got {self.targets!r}")
+        # Keep the canonical order so the split of W_up's output is well defined.
+        self.targets = [t for t in TARGETS if t in self.targets]
+        if self.layers_to_transform is not None:
+            self.layers_to_transform = sorted({int(i) for i in self.layers_to_transform})
+            if not self.layers_to_transform or self.layers_to_transform[0] < 0:
+                raise ValueError("layers_to_transform must list non-negative layer indices")
+        if self.peft_type != PEFT_TYPE:
+            raise ValueError(f"not a PARA adapter config (peft_type={self.peft_type!r})")
+        if self.format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"adapter format version {self.format_version} is newer than this library supports ({FORMAT_VERSION})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ParaConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown keys in PARA adapter config: {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> None:
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ParaConfig":
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object")
+        return cls.from_dict(data)

@@ -1,0 +1,109 @@
+"""How PARA hooks into one decoder layer.
+
+The target modules (q_proj or q_norm, v_proj, up_proj) are replaced by
+``ScaledModule`` wrappers. The wrapper around the *reader* (q_proj) hands its
+input — the layer's normalised attention input — to the layer's
+``ParaLayer``, which pools the prompt positions and computes this layer's
+vectors for the current pass; every wrapper then multiplies its module's
+output by ``1 + l`` of its row. Because the reader sees the layer input, the
+vectors of layer l already reflect the adjustments of the layers below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .generator import LayerGenerators
+
+# Modes of a forward pass.
+COMPUTE = "compute"  # compute vectors from this pass's prompt positions
+PREFILL = "prefill"  # first pass of generate: compute, then switch to DECODE
+DECODE = "decode"  # reuse the vectors computed at prefill (cached generation)
+
+
+@dataclass
+class PassContext:
+    """What the current forward pass needs to know, shared by every layer."""
+
+    mode: str | None = None
+    prompt_mask: torch.Tensor | None = None  # [batch, time] bool
+    names: list[str] = field(default_factory=list)  # distinct adapters of the batch
+    row_slots: torch.Tensor | None = None  # [batch] index into names, -1 = bare backbone; None = all names[0]
+
+    def expanded(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prompt mask and row slots for ``batch`` rows: generation repeats each row for beams / return sequences."""
+        assert self.prompt_mask is not None
+        rows = self.prompt_mask.shape[0]
+        if batch == rows:
+            return self.prompt_mask, self.row_slots
+        if batch % rows:
+            raise RuntimeError(f"batch of {batch} rows does not expand the {rows} prompts of this pass")
+        factor = batch // rows
+        slots = None if self.row_slots is None else self.row_slots.repeat_interleave(factor)
+        return self.prompt_mask.repeat_interleave(factor, dim=0), slots
+
+
+class ParaLayer:
+    """Per-layer state: the generators and the vectors of the current pass (a plain object, not a module)."""
+
+    def __init__(self, index: int, generators: LayerGenerators, context: PassContext):
+        self.index = index
+        self.generators = generators
+        self.context = context
+        self.scales: dict[str, torch.Tensor] | None = None
+
+    def observe(self, x: torch.Tensor) -> None:
+        ctx = self.context
+        if ctx.mode is None:
+            raise RuntimeError("a PARA-wrapped model must be called through its ParaModel (forward or generate)")
+        if ctx.mode == DECODE:
+            if self.scales is not None and next(iter(self.scales.values())).shape[0] != x.shape[0]:
+                raise RuntimeError("batch size changed after prefill; PARA vectors are per prompt")
+            return
+        prompt_mask, row_slots = ctx.expanded(x.shape[0])
+        if prompt_mask.shape[1] != x.shape[1]:
+            raise RuntimeError(
+                f"the prompt mask covers {prompt_mask.shape[1]} positions but the pass has {x.shape[1]}: "
+                "PARA needs the whole prompt in one prefill pass (no chunked prefill)"
+            )
+        vectors = self.generators.vectors(x, prompt_mask, ctx.names, row_slots)
+        self.scales = None if vectors is None else {t: (1.0 + v).to(x.dtype) for t, v in vectors.items()}
+
+    def scale(self, target: str) -> torch.Tensor | None:
+        return None if self.scales is None else self.scales.get(target)
+
+
+def _broadcast(scale: torch.Tensor, output: torch.Tensor, layout: str) -> torch.Tensor:
+    batch = scale.shape[0]
+    if layout == "btd":
+        return scale.view(batch, 1, -1)
+    if layout == "bthd":
+        return scale.view(batch, 1, output.shape[2], output.shape[3])
+    if layout == "bhtd":
+        return scale.view(batch, output.shape[1], 1, output.shape[3])
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+class ScaledModule(nn.Module):
+    """Wraps a target module: optionally feeds its input to the generator, then scales its output."""
+
+    def __init__(self, base: nn.Module, layer: ParaLayer, target: str | None, reads_input: bool, layout: str = "btd"):
+        super().__init__()
+        self.base_layer = base
+        self.target = target
+        self.reads_input = reads_input
+        self.layout = layout
+        # A plain attribute, not a submodule: the generators are registered once, on the ParaModel.
+        object.__setattr__(self, "para_layer", layer)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.reads_input:
+            self.para_layer.observe(x)
+        out = self.base_layer(x, *args, **kwargs)
+        scale = self.para_layer.scale(self.target) if self.target else None
+        if scale is None:
+            return out
+        return out * _broadcast(scale, out, self.layout)

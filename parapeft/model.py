@@ -1,0 +1,317 @@
+"""``ParaModel``: a frozen Hugging Face causal LM with one or more PARA adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .adapter_io import AdapterLoadError, check_compatible, load_weights, save_weights
+from .architectures import arch_spec, decoder_layers, layer_dims, set_submodule
+from .config import ParaConfig
+from .generator import LayerGenerators
+from .layer import COMPUTE, DECODE, PREFILL, ParaLayer, PassContext, ScaledModule
+
+BASE_ADAPTER = "__base__"  # per-row adapter name meaning "no adapter" (the name HF peft uses too)
+
+
+def read_adapter_config(adapter_dir: str | Path) -> ParaConfig:
+    try:
+        return ParaConfig.load(adapter_dir)
+    except (FileNotFoundError, ValueError, TypeError) as err:
+        raise AdapterLoadError(f"cannot read the adapter config in {adapter_dir}: {err}") from err
+
+
+class ParaModel(nn.Module):
+    """Wraps a supported causal LM: backbone frozen, PARA generators in every (chosen) layer.
+
+    Vectors come from the prompt only: in ``forward`` the prompt is
+    ``prompt_mask`` if given, else the non-padding positions whose label is
+    -100; in ``generate`` it is the non-padding prompt, and the vectors
+    computed at prefill are reused for every new token.
+    """
+
+    def __init__(self, model: nn.Module, config: ParaConfig, adapter_name: str = "default"):
+        super().__init__()
+        self.model_type, self.spec = arch_spec(model)
+        self.base_model = model
+        for param in model.parameters():
+            param.requires_grad_(False)
+        self.dims = layer_dims(model, self.spec)
+        widths = {t: self.dims[t] for t in ("q", "v", "up")}
+        self.layers = nn.ModuleList(LayerGenerators(self.dims["hidden"], widths) for _ in range(self.dims["num_layers"]))
+        self.peft_config: dict[str, ParaConfig] = {}
+        self.active_adapter = adapter_name
+        self._context = PassContext()
+        self._wrap_targets()
+        self._hook = model.register_forward_hook(self._after_base_forward)
+        self.add_adapter(adapter_name, config)
+
+    # ------------------------------------------------------------------ wiring
+    def _wrap_targets(self) -> None:
+        spec = self.spec
+        for index, layer in enumerate(decoder_layers(self.base_model)):
+            state = ParaLayer(index, self.layers[index], self._context)
+            if spec.reader == spec.q:
+                set_submodule(layer, spec.q, ScaledModule(layer.get_submodule(spec.q), state, "q", True, spec.q_layout))
+            else:
+                set_submodule(layer, spec.reader, ScaledModule(layer.get_submodule(spec.reader), state, None, True))
+                set_submodule(layer, spec.q, ScaledModule(layer.get_submodule(spec.q), state, "q", False, spec.q_layout))
+            set_submodule(layer, spec.v, ScaledModule(layer.get_submodule(spec.v), state, "v", False))
+            set_submodule(layer, spec.up, ScaledModule(layer.get_submodule(spec.up), state, "up", False))
+
+    def _after_base_forward(self, module, args, output):
+        # The first pass of ``generate`` is the prefill; later passes decode with the prefill's vectors.
+        if self._context.mode == PREFILL:
+            self._context.mode = DECODE
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model, name)
+
+    # ---------------------------------------------------------------- adapters
+    def _transformed_layers(self, config: ParaConfig) -> list[int]:
+        return config.layers_to_transform or list(range(self.dims["num_layers"]))
+
+    def add_adapter(self, adapter_name: str, config: ParaConfig) -> None:
+        """Add a fresh adapter (``W_up`` = 0: it reproduces the backbone exactly until trained)."""
+        if not adapter_name or adapter_name == BASE_ADAPTER or "." in adapter_name:
+            raise ValueError(f"invalid adapter name {adapter_name!r} (non-empty, no '.', not {BASE_ADAPTER!r})")
+        if adapter_name in self.peft_config:
+            raise ValueError(f"an adapter named {adapter_name!r} is already loaded")
+        check_compatible(config, self.model_type, self.dims, repr(adapter_name))
+        config.model_type = self.model_type
+        config.dims = dict(self.dims)
+        if config.base_model_name_or_path is None:
+            config.base_model_name_or_path = getattr(self.base_model.config, "_name_or_path", None) or None
+        device = self.base_model.get_input_embeddings().weight.device
+        for index in self._transformed_layers(config):
+            self.layers[index].add(adapter_name, config, device)
+        self.peft_config[adapter_name] = config
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        self._require(adapter_name)
+        for layer in self.layers:
+            if adapter_name in layer.adapters:
+                del layer.adapters[adapter_name]
+        del self.peft_config[adapter_name]
+        if self.active_adapter == adapter_name:
+            self.active_adapter = next(iter(self.peft_config), None)
+
+    def set_adapter(self, adapter_name: str) -> None:
+        self._require(adapter_name)
+        self.active_adapter = adapter_name
+
+    def _require(self, adapter_name: str) -> None:
+        if adapter_name not in self.peft_config:
+            loaded = ", ".join(self.peft_config) or "none"
+            raise KeyError(f"unknown adapter {adapter_name!r}; loaded: {loaded}")
+
+    def adapter_state_dict(self, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
+        name = adapter_name or self.active_adapter
+        self._require(name)
+        state = {}
+        for index, layer in enumerate(self.layers):
+            if name in layer.adapters:
+                for key, tensor in layer.adapters[name].state_dict().items():
+                    state[f"layers.{index}.{key}"] = tensor
+        return state
+
+    def _expected_shapes(self, config: ParaConfig) -> dict[str, tuple[int, ...]]:
+        hidden = self.dims["hidden"]
+        out = sum(self.dims[t] for t in config.targets)
+        shapes = {}
+        for index in self._transformed_layers(config):
+            shapes[f"layers.{index}.down.weight"] = (config.r, hidden)
+            shapes[f"layers.{index}.up.weight"] = (out, config.r)
+            if config.pooler == "attention":
+                shapes[f"layers.{index}.scorer"] = (hidden,)
+        return shapes
+
+    def save_pretrained(self, save_directory: str | Path, adapter_name: str | None = None) -> None:
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` of one adapter (default: the active one)."""
+        name = adapter_name or self.active_adapter
+        self._require(name)
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_weights(self.adapter_state_dict(name), directory)
+        self.peft_config[name].save(directory)
+
+    def load_adapter(self, adapter_dir: str | Path, adapter_name: str, is_trainable: bool = False) -> None:
+        """Load a saved adapter under ``adapter_name``; on any error nothing is left half-loaded."""
+        config = read_adapter_config(adapter_dir)
+        check_compatible(config, self.model_type, self.dims, str(adapter_dir))
+        tensors = load_weights(adapter_dir, self._expected_shapes(config))
+        self.add_adapter(adapter_name, config)
+        self._copy_weights(adapter_name, config, tensors)
+        for layer in self.layers:
+            if adapter_name in layer.adapters:
+                layer.adapters[adapter_name].requires_grad_(is_trainable)
+
+    def _copy_weights(self, adapter_name: str, config: ParaConfig, tensors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for index in self._transformed_layers(config):
+                generator = self.layers[index].adapters[adapter_name]
+                for key, param in generator.state_dict(keep_vars=True).items():
+                    param.copy_(tensors[f"layers.{index}.{key}"])
+
+    @classmethod
+    def from_pretrained(
+        cls, model: nn.Module, adapter_dir: str | Path, adapter_name: str = "default", is_trainable: bool = False
+    ) -> "ParaModel":
+        """Attach a saved adapter to ``model``; inference mode (eval, no gradients) unless ``is_trainable``."""
+        config = read_adapter_config(adapter_dir)
+        para = cls(model, config, adapter_name)
+        try:
+            para._copy_weights(adapter_name, config, load_weights(adapter_dir, para._expected_shapes(config)))
+        except Exception:
+            para.unload()  # leave the caller's model as it was
+            raise
+        para.layers.requires_grad_(is_trainable)
+        if not is_trainable:
+            para.eval()
+        return para
+
+    # -------------------------------------------------------------- counting
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        return trainable, total
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.get_nb_trainable_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    def unload(self) -> nn.Module:
+        """Remove PARA and give back the plain backbone (its weights were never changed)."""
+        self._hook.remove()
+        for layer in decoder_layers(self.base_model):
+            for path in {self.spec.reader, self.spec.q, self.spec.v, self.spec.up}:
+                wrapper = layer.get_submodule(path)
+                if isinstance(wrapper, ScaledModule):
+                    set_submodule(layer, path, wrapper.base_layer)
+        return self.base_model
+
+    # ---------------------------------------------------------------- passes
+    def _prepare(
+        self,
+        batch: int,
+        attention_mask: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        adapter_names: Sequence[str] | None,
+        mode: str,
+    ) -> None:
+        if adapter_names is None:
+            if self.active_adapter is None:
+                raise RuntimeError("no adapter is loaded")
+            names, row_slots = [self.active_adapter], None
+        else:
+            if len(adapter_names) != batch:
+                raise ValueError(f"adapter_names has {len(adapter_names)} entries for a batch of {batch}")
+            names = []
+            for name in adapter_names:
+                if name != BASE_ADAPTER:
+                    self._require(name)
+                    if name not in names:
+                        names.append(name)
+            if len(names) == 1 and all(n != BASE_ADAPTER for n in adapter_names):
+                row_slots = None
+            else:
+                slots = [names.index(n) if n != BASE_ADAPTER else -1 for n in adapter_names]
+                row_slots = torch.tensor(slots, device=attention_mask.device)
+        prompt = attention_mask.bool() & prompt_mask.bool()
+        if names and mode != DECODE and not bool(prompt.any(dim=1).all()):
+            raise ValueError("every row needs at least one prompt position (non-padding, label -100 or prompt_mask)")
+        ctx = self._context
+        ctx.mode, ctx.prompt_mask, ctx.names, ctx.row_slots = mode, prompt, names, row_slots
+
+    @staticmethod
+    def _batch_shape(input_ids, inputs_embeds) -> tuple[int, int, torch.device]:
+        ref = input_ids if input_ids is not None else inputs_embeds
+        if ref is None:
+            raise ValueError("pass input_ids or inputs_embeds")
+        return ref.shape[0], ref.shape[1], ref.device
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+        adapter_names: Sequence[str] | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ):
+        """Like the backbone's forward, plus ``prompt_mask`` and per-row ``adapter_names``.
+
+        With a non-empty ``past_key_values`` the pass continues a cached
+        sequence and reuses the vectors of the pass that filled the cache.
+        """
+        batch, length, device = self._batch_shape(input_ids, inputs_embeds)
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        cached = past_key_values is not None and past_key_values.get_seq_length() > 0
+        if cached:
+            mode, prompt = DECODE, attention_mask
+        else:
+            mode = COMPUTE
+            if prompt_mask is not None:
+                prompt = prompt_mask
+            elif labels is not None:
+                prompt = labels == -100
+            else:
+                prompt = torch.ones_like(attention_mask)
+        self._prepare(batch, attention_mask, prompt, adapter_names, mode)
+        return self.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+        adapter_names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ):
+        """``generate`` of the backbone; vectors are computed once at prefill from the prompt and reused."""
+        batch, length, device = self._batch_shape(input_ids, kwargs.get("inputs_embeds"))
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        prompt = prompt_mask if prompt_mask is not None else torch.ones_like(attention_mask)
+        self._prepare(batch, attention_mask, prompt, adapter_names, PREFILL)
+        try:
+            return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        finally:
+            self._context.mode = None
+            self._release_scales()
+
+    def _para_layers(self) -> list[ParaLayer]:
+        return [layer.get_submodule(self.spec.reader).para_layer for layer in decoder_layers(self.base_model)]
+
+    def _release_scales(self) -> None:
+        for state in self._para_layers():
+            state.scales = None
+
+    def last_vectors(self) -> list[dict[str, torch.Tensor] | None]:
+        """Per layer, the scales ``1 + l`` (one row per sequence) that the last ``forward`` applied."""
+        return [state.scales for state in self._para_layers()]
+
+
+def get_para_model(model: nn.Module, config: ParaConfig, adapter_name: str = "default") -> ParaModel:
+    """Freeze ``model`` and attach a fresh PARA adapter (the analogue of peft's ``get_peft_model``)."""
+    return ParaModel(model, config, adapter_name)

@@ -1,0 +1,66 @@
+"""Tiny random causal LMs of every supported architecture (hidden 32, 2 layers), for fast CPU tests."""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GemmaConfig,
+    GemmaForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+VOCAB = 96
+PAD_ID = 0
+_COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,  # grouped-query attention: v_proj is narrower than q_proj
+    max_position_embeddings=128,
+    pad_token_id=PAD_ID,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+FACTORIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM, {}),
+    "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, {}),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"head_dim": 8}),
+    "gemma": (GemmaConfig, GemmaForCausalLM, {"head_dim": 8}),
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM, {"head_dim": 8, "sliding_window": 64}),
+    "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM, {"head_dim": 8, "sliding_window": 64}),
+}
+ARCHS = list(FACTORIES)
+
+
+def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
+    config_cls, model_cls, extra = FACTORIES[arch]
+    torch.manual_seed(seed)
+    config = config_cls(**_COMMON, **extra)
+    config._attn_implementation = "eager"
+    model = model_cls(config).eval()
+    return model
+
+
+def randomize_adapter(para, adapter_name: str, seed: int, scale: float = 0.5) -> None:
+    """Give an adapter non-zero weights (a fresh one is the identity), so tests see real adjustments."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in para.layers:
+            if adapter_name in layer.adapters:
+                for param in layer.adapters[adapter_name].parameters():
+                    param.copy_(torch.randn(param.shape, generator=generator) * scale)
