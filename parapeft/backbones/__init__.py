@@ -1,0 +1,19 @@
+"""Backbone loading: named, PyPI-hosted models (e.g. ``smollm2-135m``), Hub ids and local paths."""
+
+from .cache import default_cache_dir
+from .integrity import IntegrityError
+from .load import DEFAULT_MODEL, UnknownModelError, load_base_model, resolve_model
+from .registry import NAMED_MODELS, NamedModel
+from .wheel_fetch import FetchError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "NAMED_MODELS",
+    "FetchError",
+    "IntegrityError",
+    "NamedModel",
+    "UnknownModelError",
+    "default_cache_dir",
+    "load_base_model",
+    "resolve_model",
+]

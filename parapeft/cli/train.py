@@ -1,0 +1,66 @@
+"""``para train``: fine-tune PARA or a peft baseline on a task."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+
+from ..training.methods import METHODS
+from ..training.trainer import TrainArgs
+
+DEFAULTS = TrainArgs()
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..tasks import TASKS
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune PARA (or LoRA / DoRA / IA3 via peft) on a task",
+        description="Fine-tune an adapter on a task's train split, evaluating on its dev split and keeping the best "
+        "adapter in OUT/best. The loss is on response tokens only. Runs unchanged under `accelerate launch`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=DEFAULTS.model, help="named model, HF id or local path")
+    p.add_argument("--task", default=DEFAULTS.task, help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--method", default=DEFAULTS.method, choices=METHODS)
+    p.add_argument("--out", default=None, help="run directory (default: runs/TASK-METHOD)")
+    p.add_argument("--data", help="data file or directory instead of ../shared/data")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--rank", "-r", type=int, default=DEFAULTS.rank, help="PARA's r, or LoRA/DoRA's rank")
+    p.add_argument("--pooler", default=DEFAULTS.pooler, choices=["mean", "last", "max", "attention"], help="PARA pooler")
+    p.add_argument("--dropout", type=float, default=DEFAULTS.dropout)
+    p.add_argument("--budget-match", action="store_true",
+                   help="pick the baseline's rank so its trainable parameters are closest to PARA with --rank")
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    p.add_argument("--warmup-ratio", type=float, default=DEFAULTS.warmup_ratio)
+    p.add_argument("--schedule", default=DEFAULTS.schedule, choices=["linear", "cosine"])
+    p.add_argument("--epochs", type=float, default=DEFAULTS.epochs)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="per device and micro-step")
+    p.add_argument("--grad-accum", type=int, default=DEFAULTS.grad_accum)
+    p.add_argument("--max-length", type=int, default=DEFAULTS.max_length, help="tokens per example")
+    p.add_argument("--train-limit", type=int, help="use only the first N training examples")
+    p.add_argument("--eval-limit", type=int, help="evaluate on the first N dev examples during training")
+    p.add_argument("--eval-every", type=int, help="steps between dev evaluations (default: a quarter of the run)")
+    p.add_argument("--eval-batch-size", type=int, default=DEFAULTS.eval_batch_size)
+    p.add_argument("--log-every", type=int, default=DEFAULTS.log_every, help="steps between metric log lines")
+    p.add_argument("--select-by", default=DEFAULTS.select_by, choices=["metric", "loglik"],
+                   help="what picks the best checkpoint: the task metric from generation, or log-likelihood accuracy")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="default: bf16 on a capable GPU, else no")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--stop-after", type=int, help="checkpoint and exit after this many steps (continue with --resume)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.trainer import train
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainArgs) if hasattr(args, f.name)}
+    values["out"] = args.out or f"runs/{args.task}-{args.method}"
+    summary = train(TrainArgs(**values))
+    print(json.dumps(summary, indent=2))
+    return 0

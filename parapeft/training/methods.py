@@ -1,0 +1,90 @@
+"""Attaching a fine-tuning method to a backbone, and matching trainable-parameter budgets.
+
+PARA is ours; LoRA, DoRA and IA3 come from HF peft, targeting the same layers'
+query and value projections (IA3 also the FFN up projection, as PARA does).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import ParaConfig
+from ..model import ParaModel, get_para_model
+
+METHODS = ("para", "lora", "dora", "ia3")
+LORA_TARGETS = ["q_proj", "v_proj"]
+IA3_TARGETS = ["q_proj", "v_proj", "up_proj"]
+
+
+def attach(model: nn.Module, method: str, rank: int, pooler: str = "mean", dropout: float = 0.0) -> nn.Module:
+    """Freeze ``model`` and add a fresh adapter of ``method``; ``rank`` is PARA's r or LoRA/DoRA's r (IA3 has none)."""
+    if method == "para":
+        return get_para_model(model, ParaConfig(r=rank, pooler=pooler, dropout=dropout))
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    if method in ("lora", "dora"):
+        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=LORA_TARGETS,
+                            use_dora=method == "dora", task_type="CAUSAL_LM")
+    elif method == "ia3":
+        config = IA3Config(target_modules=IA3_TARGETS, feedforward_modules=["up_proj"], task_type="CAUSAL_LM")
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return get_peft_model(model, config)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_on_meta(config, method: str, rank: int, pooler: str = "mean") -> int:
+    """Trainable parameters of ``method`` on a backbone shaped like ``config`` (no weights allocated)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return trainable_parameters(attach(AutoModelForCausalLM.from_config(copy.deepcopy(config)), method, rank, pooler))
+
+
+def match_budget(config, method: str, target: int, pooler: str = "mean", max_rank: int = 256) -> tuple[int, int]:
+    """The rank of ``method`` whose count is closest to ``target`` → (rank, count). IA3 has a fixed count."""
+    if method == "ia3":
+        return 0, count_on_meta(config, "ia3", 0)
+    # Counts grow linearly in the rank, so two probes give the slope; check the neighbours for the closest.
+    one, two = count_on_meta(config, method, 1, pooler), count_on_meta(config, method, 2, pooler)
+    slope, offset = two - one, one - (two - one)
+    guess = max(1, min(max_rank, round((target - offset) / slope)))
+    candidates = {r: count_on_meta(config, method, r, pooler) for r in {max(1, guess - 1), guess, min(max_rank, guess + 1)}}
+    rank = min(candidates, key=lambda r: (abs(candidates[r] - target), r))
+    return rank, candidates[rank]
+
+
+def adapter_method(adapter_dir: str | Path) -> str:
+    """Which method saved ``adapter_dir`` (from its adapter_config.json)."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no adapter_config.json in {adapter_dir}")
+    config = json.loads(path.read_text())
+    peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type == "PARA":
+        return "para"
+    if peft_type == "LORA":
+        return "dora" if config.get("use_dora") else "lora"
+    if peft_type == "IA3":
+        return "ia3"
+    raise ValueError(f"{path}: unsupported adapter type {peft_type!r}")
+
+
+def load_adapter(model: nn.Module, adapter_dir: str | Path, is_trainable: bool = False) -> nn.Module:
+    """Attach a saved adapter of any supported method (safetensors only)."""
+    if adapter_method(adapter_dir) == "para":
+        return ParaModel.from_pretrained(model, adapter_dir, is_trainable=is_trainable)
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_model.safetensors").is_file():
+        # peft would fall back to a pickled adapter_model.bin; user files are never unpickled here.
+        raise FileNotFoundError(f"no adapter_model.safetensors in {adapter_dir} (only safetensors adapters are loaded)")
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
