@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, default=DEFAULTS.max_length, help="tokens per example")
     p.add_argument("--train-limit", type=int, help="use only the first N training examples")
     p.add_argument("--eval-limit", type=int, help="evaluate on the first N dev examples during training")
-    p.add_argument("--eval-every", type=int, help="steps between dev evaluations (default: a quarter of the run)")
+    p.add_argument("--eval-every", type=int, help="steps between dev evaluations (default: see --evals)")
+    p.add_argument("--evals", type=int, default=DEFAULTS.evals, help="dev evaluations spread evenly over the run")
     p.add_argument("--eval-batch-size", type=int, default=DEFAULTS.eval_batch_size)
     p.add_argument("--log-every", type=int, default=DEFAULTS.log_every, help="steps between metric log lines")
     p.add_argument("--select-by", default=DEFAULTS.select_by, choices=["metric", "loglik"],

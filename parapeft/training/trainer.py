@@ -47,6 +47,7 @@ class TrainArgs:
     train_limit: int | None = None
     eval_limit: int | None = None
     eval_every: int | None = None
+    evals: int = 4  # dev evaluations spread over the run when eval_every is not given
     eval_batch_size: int = 32
     select_by: str = "metric"  # metric | loglik (for tasks with candidate answers: faster during training)
     log_every: int = 5
@@ -121,7 +122,7 @@ def train(args: TrainArgs) -> dict:
         raise ValueError(f"no training example fits --max-length {args.max_length}")
     per_step = args.batch_size * args.grad_accum * accelerator.num_processes
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * len(encoded) / per_step))
-    eval_every = args.eval_every or max(1, total_steps // 4)
+    eval_every = args.eval_every or max(1, math.ceil(total_steps / args.evals))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = _schedule(optimizer, args.schedule, int(args.warmup_ratio * total_steps), total_steps)

@@ -1,0 +1,165 @@
+"""Tables and a chart from the quality study's results.json; optionally exports the best PARA adapters.
+
+    python benchmarks/quality/report.py                       # writes results.md and results.png
+    python benchmarks/quality/report.py --export-adapters adapters/smollm2-135m --runs runs/study
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+METHOD_ORDER = ["base", "para", "lora", "dora", "ia3"]
+
+
+def load(path: Path) -> list[dict]:
+    return [r for r in json.loads(path.read_text())["runs"] if not r.get("smoke")]
+
+
+def chosen_lr(runs: list[dict], task: str, method: str) -> float | None:
+    sweep = [r for r in runs if r["stage"] == "sweep" and r["task"] == task and r["method"] == method]
+    return max(sweep, key=lambda r: (r["dev_metric"], -r["lr"]))["lr"] if sweep else None
+
+
+def main_runs(runs: list[dict], task: str, method: str) -> list[dict]:
+    """The seeds reported for (task, method): the chosen learning rate's seed-0 sweep run plus the seed runs."""
+    if method == "base":
+        return [r for r in runs if r["stage"] == "base" and r["task"] == task]
+    lr = chosen_lr(runs, task, method)
+    return [r for r in runs if r["task"] == task and r["method"] == method and r["lr"] == lr
+            and (r["stage"] == "seeds" or (r["stage"] == "sweep" and r["seed"] == 0))]
+
+
+def cell(rows: list[dict]) -> str:
+    if not rows:
+        return "–"
+    values = [100 * r["dev_metric"] for r in rows]
+    median = statistics.median(values)
+    if len(values) == 1:
+        return f"{median:.1f} (n=1)"
+    return f"{median:.1f} ({min(values):.1f}–{max(values):.1f}, n={len(values)})"
+
+
+def markdown(runs: list[dict]) -> str:
+    tasks = sorted({r["task"] for r in runs}, key=["copa", "boolq", "squad", "gsm8k", "spider"].index)
+    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
+    any_run = runs[0]
+    lines = [
+        "# Quality study results",
+        "",
+        f"Model `{any_run['model']}`; GPU {any_run['gpu']}; versions {json.dumps(any_run['versions'])}.",
+        "Dev-split metric ×100: median over seeds (min–max, n seeds). Baselines are budget-matched to PARA r=12;",
+        "each method's learning rate was chosen per task on the dev split from the same grid. Dev is also where",
+        "checkpoints were selected (the shared data keeps no test split), so these are dev, not test, numbers.",
+        "",
+        "| task (metric) | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for task in tasks:
+        metric = next(r["metric_name"] for r in runs if r["task"] == task)
+        lines.append(f"| {task} ({metric}) | " + " | ".join(cell(main_runs(runs, task, m)) for m in methods) + " |")
+    lines += ["", "Trainable parameters and chosen learning rate:", "", "| method | params | " + " | ".join(tasks) + " |",
+              "|---|---|" + "---|" * len(tasks)]
+    for method in methods:
+        if method == "base":
+            continue
+        params = sorted({r["trainable_params"] for r in runs if r["method"] == method and r["stage"] != "ablation"})
+        lrs = [chosen_lr(runs, t, method) for t in tasks]
+        lines.append(f"| {method} | {', '.join(f'{p:,}' for p in params)} | " + " | ".join(f"{lr:g}" if lr else "–" for lr in lrs) + " |")
+    sweep = [r for r in runs if r["stage"] == "sweep"]
+    if sweep:
+        lrs = sorted({r["lr"] for r in sweep})
+        lines += ["", "Learning-rate sweep (seed 0, dev metric ×100):", "",
+                  "| task | method | " + " | ".join(f"{lr:g}" for lr in lrs) + " |", "|---|---|" + "---|" * len(lrs)]
+        for task in tasks:
+            for method in methods:
+                row = {r["lr"]: r for r in sweep if r["task"] == task and r["method"] == method}
+                if row:
+                    lines.append(f"| {task} | {method} | " + " | ".join(
+                        f"{100 * row[lr]['dev_metric']:.1f}" if lr in row else "–" for lr in lrs) + " |")
+    ablation = [r for r in runs if r["stage"] == "ablation"]
+    if ablation:
+        lines += ["", "PARA ablation (seed 0, chosen lr; the `mean`, r=12 row is the main run):", "",
+                  "| task | variant | params | dev metric ×100 |", "|---|---|---|---|"]
+        for task in sorted({r["task"] for r in ablation}):
+            reference = [r for r in main_runs(runs, task, "para") if r["seed"] == 0]
+            rows = [("pooler=mean, r=12", r) for r in reference]
+            rows += [(f"pooler={r['pooler']}" if r.get("pooler") else f"r={r['rank']}", r)
+                     for r in ablation if r["task"] == task]
+            for name, r in rows:
+                lines.append(f"| {task} | {name} | {r['trainable_params']:,} | {100 * r['dev_metric']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in runs}, key=["copa", "boolq", "squad", "gsm8k", "spider"].index)
+    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
+    width = 0.8 / len(methods)
+    fig, axis = plt.subplots(figsize=(10, 4.5))
+    for i, method in enumerate(methods):
+        medians, low, high = [], [], []
+        for task in tasks:
+            values = [100 * r["dev_metric"] for r in main_runs(runs, task, method)] or [0.0]
+            median = statistics.median(values)
+            medians.append(median)
+            low.append(median - min(values))
+            high.append(max(values) - median)
+        positions = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tasks))]
+        axis.bar(positions, medians, width, yerr=[low, high], capsize=3, label=method)
+    axis.set_xticks(range(len(tasks)), [f"{t}\n({next(r['metric_name'] for r in runs if r['task'] == t)})" for t in tasks])
+    axis.set_ylabel("dev metric ×100 (median, min–max over seeds)")
+    axis.set_title(f"PARA vs peft baselines on {runs[0]['model']}, budget-matched")
+    axis.legend(ncols=len(methods))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def export_adapters(runs: list[dict], runs_dir: Path, target: Path) -> None:
+    """Copy the best PARA adapter per task (main runs only) with a card recording its dev metric and command."""
+    for task in sorted({r["task"] for r in runs}):
+        candidates = main_runs(runs, task, "para")
+        if not candidates:
+            continue
+        best = max(candidates, key=lambda r: r["dev_metric"])
+        source = runs_dir / Path(best["command"].split("--out ")[1].split(" ")[0]).name / "best"
+        destination = target / task
+        shutil.rmtree(destination, ignore_errors=True)
+        destination.mkdir(parents=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy2(source / name, destination / name)
+        (destination / "README.md").write_text(
+            f"# PARA adapter: {task}\n\nBackbone `{best['model']}`; {best['trainable_params']:,} trainable parameters; "
+            f"seed {best['seed']}, learning rate {best['lr']:g}.\n\nDev {best['metric_name']}: **{best['dev_metric']:.4f}** "
+            f"on {best['dev_examples']} examples ({best['gpu']}).\n\nMade with:\n\n```\n{best['command']}\n```\n\n"
+            f"Check on any machine: `para eval --task {task} --adapter adapters/{best['model']}/{task}`\n")
+        print(f"exported {task}: {best['metric_name']}={best['dev_metric']:.4f} from {source}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default=str(HERE / "results.json"))
+    parser.add_argument("--export-adapters", metavar="DIR", help="copy the best PARA adapter per task here")
+    parser.add_argument("--runs", default="runs/study", help="the study's run directory (for --export-adapters)")
+    args = parser.parse_args()
+    runs = load(Path(args.results))
+    if not runs:
+        raise SystemExit(f"no (non-smoke) runs in {args.results}")
+    (HERE / "results.md").write_text(markdown(runs))
+    chart(runs, HERE / "results.png")
+    print(f"wrote {HERE / 'results.md'} and {HERE / 'results.png'}")
+    if args.export_adapters:
+        export_adapters(runs, Path(args.runs), Path(args.export_adapters))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The quality study: PARA against LoRA, DoRA and IA3 (HF peft) on five tasks, budget-matched.
+
+One command reruns everything (on a GPU machine; several runs share a GPU):
+
+    python benchmarks/quality/run_study.py --workers 8
+
+Stages, scheduled as soon as their inputs exist:
+  base      the bare backbone on every task's dev split
+  sweep     every method × task at each learning rate of --lrs, seed 0 (the same grid for every method)
+  seeds     the best learning rate per method × task (chosen on dev) at the remaining seeds
+  ablation  PARA's pooler (last, max, attention) and r (--ablation-ranks) on --ablation-tasks, best PARA lr
+Each run trains with dev evaluation (a fixed subset) to keep its best checkpoint, then scores that
+checkpoint on the whole dev split with `para eval`. Finished runs are recorded in --results
+(one object per run) and skipped when the script is started again, so an interrupted study resumes.
+The seed-0 run of the chosen learning rate is one of the three seeds reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+METHODS = ["para", "lora", "dora", "ia3"]
+TASKS = ["copa", "boolq", "spider", "squad", "gsm8k"]  # cheapest first: whole tasks finish early
+# Per task: epochs, batch size (sequences; longer prompts get fewer, so every run's logits fit beside
+# seven others on one GPU), and how many dev examples pick the best checkpoint during training.
+SCHEDULE = {
+    "copa": {"epochs": 8, "batch_size": 32, "eval_limit": 100},
+    "boolq": {"epochs": 3, "batch_size": 16, "eval_limit": 200},
+    "spider": {"epochs": 4, "batch_size": 16, "eval_limit": 64},
+    "squad": {"epochs": 1, "batch_size": 16, "eval_limit": 200},
+    "gsm8k": {"epochs": 1, "batch_size": 16, "eval_limit": 100},
+}
+SMOKE = {"max_steps": 2, "train_limit": 8, "eval_limit": 4, "dev_limit": 4, "batch_size": 4}
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+    import peft
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()})"
+    return {"gpu": gpu, "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                                     "peft": peft.__version__, "python": platform.python_version()}}
+
+
+class Study:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.results_path = Path(args.results)
+        self.lock = threading.Lock()
+        self.runs: list[dict] = json.loads(self.results_path.read_text())["runs"] if self.results_path.exists() else []
+        self.env = environment()
+        # Runs share the machine: cap each one's CPU threads so they do not oversubscribe the cores.
+        threads = str(max(1, (os.cpu_count() or 2) // args.workers))
+        self.env_vars = {"OMP_NUM_THREADS": threads, **os.environ, "PYTHONUNBUFFERED": "1"}
+
+    # ---------------------------------------------------------------- records
+    def key(self, job: dict) -> str:
+        return "|".join(str(job.get(k)) for k in ("stage", "task", "method", "seed", "lr", "pooler", "rank"))
+
+    def done(self, job: dict) -> dict | None:
+        return next((r for r in self.runs if r["key"] == self.key(job)), None)
+
+    def record(self, row: dict) -> None:
+        with self.lock:
+            self.runs = [r for r in self.runs if r["key"] != row["key"]] + [row]
+            tmp = self.results_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"runs": self.runs}, indent=1) + "\n")
+            tmp.replace(self.results_path)
+
+    # ------------------------------------------------------------------- jobs
+    def para_command(self) -> list[str]:
+        return [sys.executable, "-m", "parapeft.cli.main"]
+
+    def run_dir(self, job: dict) -> Path:
+        name = "-".join(str(job[k]) for k in ("stage", "task", "method") if job.get(k) is not None)
+        extra = "-".join(f"{k}{job[k]}" for k in ("seed", "lr", "pooler", "rank") if job.get(k) is not None)
+        return Path(self.args.runs) / f"{name}-{extra}"
+
+    def execute(self, job: dict) -> dict:
+        a, out = self.args, self.run_dir(job)
+        started = time.perf_counter()
+        train_cmd = None
+        if job["method"] != "base":
+            schedule = SCHEDULE[job["task"]]
+            train_cmd = self.para_command() + [
+                "train", "--model", a.model, "--task", job["task"], "--method", job["method"], "--out", str(out),
+                "--seed", str(job["seed"]), "--lr", str(job["lr"]), "--rank", str(job.get("rank") or a.rank),
+                "--pooler", job.get("pooler") or "mean", "--budget-match",
+                "--batch-size", str(SMOKE["batch_size"] if a.smoke else schedule["batch_size"]),
+                "--eval-limit", str(SMOKE["eval_limit"] if a.smoke else schedule["eval_limit"]),
+                "--evals", "1" if a.smoke else "2", "--no-progress", "--resume",
+            ]
+            train_cmd += (["--max-steps", str(SMOKE["max_steps"]), "--train-limit", str(SMOKE["train_limit"])]
+                          if a.smoke else ["--epochs", str(schedule["epochs"])])
+            self._call(train_cmd, out, "train.log")
+        eval_out = out / "dev_eval.json"
+        eval_cmd = self.para_command() + ["eval", "--model", a.model, "--task", job["task"], "--split", "dev",
+                                          "--output", str(eval_out), "--no-progress", "--batch-size", str(a.eval_batch_size)]
+        if job["method"] != "base":
+            eval_cmd += ["--adapter", str(out / "best")]
+        if a.smoke:
+            eval_cmd += ["--limit", str(SMOKE["dev_limit"])]
+        self._call(eval_cmd, out, "eval.log")
+        evaluation = json.loads(eval_out.read_text())
+        summary = json.loads((out / "summary.json").read_text()) if train_cmd else {}
+        config = json.loads((out / "run_config.json").read_text()) if train_cmd else {}
+        from parapeft.tasks import get_task
+
+        metric = get_task(job["task"]).metric
+        return {
+            "key": self.key(job), "stage": job["stage"], "model": a.model, "task": job["task"], "method": job["method"],
+            "seed": job.get("seed"), "lr": job.get("lr"), "pooler": job.get("pooler"), "rank": summary.get("rank"),
+            "trainable_params": summary.get("trainable_params", 0), "budget_target": config.get("budget_target"),
+            "metric_name": metric, "dev_metric": evaluation["metrics"][metric], "dev_metrics": evaluation["metrics"],
+            "dev_examples": evaluation["examples"], "selection_metric": summary.get("dev_metric"),
+            "best_step": summary.get("best_step"), "steps": summary.get("steps"),
+            "train_wall_s": summary.get("wall_s"), "eval_wall_s": evaluation["wall_s"],
+            "wall_s": round(time.perf_counter() - started, 1), **self.env,
+            "command": " && ".join(shlex.join(c) for c in ([train_cmd] if train_cmd else []) + [eval_cmd]),
+            "smoke": bool(a.smoke),
+        }
+
+    def _call(self, cmd: list[str], out: Path, log_name: str) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / log_name).open("a") as log:
+            result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env_vars)
+        if result.returncode:
+            tail = (out / log_name).read_text()[-2000:]
+            raise RuntimeError(f"{shlex.join(cmd)} failed ({result.returncode}):\n{tail}")
+
+    # -------------------------------------------------------------- schedule
+    def best_lr(self, task: str, method: str) -> float | None:
+        rows = [r for r in self.runs if r["stage"] == "sweep" and r["task"] == task and r["method"] == method]
+        if len(rows) < len(self.args.lrs):
+            return None
+        return max(rows, key=lambda r: (r["dev_metric"], -r["lr"]))["lr"]
+
+    def initial_jobs(self) -> list[dict]:
+        a = self.args
+        jobs = [{"stage": "base", "task": t, "method": "base"} for t in a.tasks] if "base" in a.stages else []
+        if "sweep" in a.stages:
+            jobs += [{"stage": "sweep", "task": t, "method": m, "seed": 0, "lr": lr}
+                     for t in a.tasks for m in a.methods for lr in a.lrs]
+        return jobs
+
+    def follow_ups(self, finished: dict) -> list[dict]:
+        """Jobs that became possible when ``finished`` completed its (task, method) sweep."""
+        a = self.args
+        if finished["stage"] != "sweep":
+            return []
+        lr = self.best_lr(finished["task"], finished["method"])
+        if lr is None:
+            return []
+        task, method = finished["task"], finished["method"]
+        jobs = []
+        if "seeds" in a.stages:
+            jobs += [{"stage": "seeds", "task": task, "method": method, "seed": s, "lr": lr} for s in a.seeds if s != 0]
+        if "ablation" in a.stages and method == "para" and task in a.ablation_tasks:
+            jobs += [{"stage": "ablation", "task": task, "method": "para", "seed": 0, "lr": lr, "pooler": p}
+                     for p in ("last", "max", "attention")]
+            jobs += [{"stage": "ablation", "task": task, "method": "para", "seed": 0, "lr": lr, "rank": r}
+                     for r in a.ablation_ranks]
+        return jobs
+
+    def run(self) -> None:
+        pending = self.initial_jobs()
+        for row in list(self.runs):  # follow-ups of sweeps finished in an earlier invocation
+            pending += [j for j in self.follow_ups(row) if j not in pending]
+        failures = 0
+        with ThreadPoolExecutor(self.args.workers) as pool:
+            running = {}
+            while pending or running:
+                while pending and len(running) < self.args.workers:
+                    job = pending.pop(0)
+                    if self.done(job):
+                        continue
+                    running[pool.submit(self.execute, job)] = job
+                if not running:
+                    continue
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = running.pop(future)
+                    try:
+                        row = future.result()
+                    except Exception as err:  # one failed run must not stop the study
+                        failures += 1
+                        print(f"FAILED {self.key(job)}: {err}", flush=True)
+                        continue
+                    self.record(row)
+                    print(f"done {row['key']}: {row['metric_name']}={row['dev_metric']:.4f} "
+                          f"params={row['trainable_params']:,} {row['wall_s']:.0f}s", flush=True)
+                    # Follow-ups go first, so each task's seeds finish before later tasks' sweeps start.
+                    pending = [j for j in self.follow_ups(row) if not self.done(j) and j not in pending] + pending
+        print(f"{len(self.runs)} runs recorded in {self.results_path}, {failures} failed", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--tasks", nargs="+", default=TASKS)
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--lrs", nargs="+", type=float, default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--rank", type=int, default=12, help="PARA's r; baselines are budget-matched to it")
+    parser.add_argument("--ablation-tasks", nargs="+", default=["copa", "boolq"])
+    parser.add_argument("--ablation-ranks", nargs="+", type=int, default=[4, 32])
+    parser.add_argument("--stages", nargs="+", default=["base", "sweep", "seeds", "ablation"])
+    parser.add_argument("--eval-batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=8, help="runs at once (they share the GPU)")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "study"), help="directory for run outputs")
+    parser.add_argument("--results", default=str(HERE / "results.json"))
+    parser.add_argument("--smoke", action="store_true", help="two steps per run on a few examples: checks the pipeline")
+    Study(parser.parse_args()).run()
+
+
+if __name__ == "__main__":
+    main()
