@@ -21,8 +21,12 @@ def load(path: Path) -> list[dict]:
 
 
 def chosen_lr(runs: list[dict], task: str, method: str) -> float | None:
+    """Best learning rate on dev, once every rate of the grid has run (None while the sweep is incomplete)."""
+    grid = {r["lr"] for r in runs if r["stage"] == "sweep"}
     sweep = [r for r in runs if r["stage"] == "sweep" and r["task"] == task and r["method"] == method]
-    return max(sweep, key=lambda r: (r["dev_metric"], -r["lr"]))["lr"] if sweep else None
+    if not sweep or {r["lr"] for r in sweep} != grid:
+        return None
+    return max(sweep, key=lambda r: (r["dev_metric"], -r["lr"]))["lr"]
 
 
 def main_runs(runs: list[dict], task: str, method: str) -> list[dict]:
@@ -30,6 +34,8 @@ def main_runs(runs: list[dict], task: str, method: str) -> list[dict]:
     if method == "base":
         return [r for r in runs if r["stage"] == "base" and r["task"] == task]
     lr = chosen_lr(runs, task, method)
+    if lr is None:
+        return []
     return [r for r in runs if r["task"] == task and r["method"] == method and r["lr"] == lr
             and (r["stage"] == "seeds" or (r["stage"] == "sweep" and r["seed"] == 0))]
 
@@ -55,6 +61,7 @@ def markdown(runs: list[dict]) -> str:
         "Dev-split metric ×100: median over seeds (min–max, n seeds). Baselines are budget-matched to PARA r=12;",
         "each method's learning rate was chosen per task on the dev split from the same grid. Dev is also where",
         "checkpoints were selected (the shared data keeps no test split), so these are dev, not test, numbers.",
+        "A cell shows – until that method's learning-rate sweep on the task is complete.",
         "",
         "| task (metric) | " + " | ".join(methods) + " |",
         "|---|" + "---|" * len(methods),
@@ -108,7 +115,12 @@ def chart(runs: list[dict], path: Path) -> None:
     for i, method in enumerate(methods):
         medians, low, high = [], [], []
         for task in tasks:
-            values = [100 * r["dev_metric"] for r in main_runs(runs, task, method)] or [0.0]
+            values = [100 * r["dev_metric"] for r in main_runs(runs, task, method)]
+            if not values:  # not run yet: no bar, rather than a bar at zero
+                medians.append(float("nan"))
+                low.append(0.0)
+                high.append(0.0)
+                continue
             median = statistics.median(values)
             medians.append(median)
             low.append(median - min(values))
