@@ -1,0 +1,111 @@
+"""One decoding step for a batch of KV-cache slots, each row with its own PARA vectors.
+
+The prefill of a prompt runs through ``ParaModel`` (the tested reference: it
+computes the prompt's vectors layer by layer and fills a cache); its keys,
+values and vectors are then copied into this module's static per-slot buffers.
+Decoding reads the backbone's own modules (norms, projections, rotary
+embedding) but does its own attention over the static cache, so a step's cost
+and shapes do not depend on which adapters the rows use: every row's Q, V and
+Up are multiplied by its slot's vectors, gathered by slot index (rows without
+an adapter hold vectors of ones).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..architectures import decoder_layers
+from ..layer import ScaledModule
+
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def _plain(module: nn.Module) -> nn.Module:
+    """The backbone module behind a PARA wrapper."""
+    return module.base_layer if isinstance(module, ScaledModule) else module
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class SlotDecoder(nn.Module):
+    """Static KV cache and per-slot PARA scales for ``slots`` sequences of up to ``max_len`` tokens."""
+
+    def __init__(self, model: nn.Module, slots: int, max_len: int):
+        super().__init__()
+        config = model.config
+        if config.model_type not in SUPPORTED:
+            raise ValueError(f"the engine runs {', '.join(SUPPORTED)}; got model_type {config.model_type!r}")
+        if getattr(config, "sliding_window", None) and config.sliding_window < max_len:
+            raise ValueError(f"sliding-window attention ({config.sliding_window}) shorter than the engine context")
+        object.__setattr__(self, "model", model)  # not a submodule: the engine does not own the weights
+        self.layers = decoder_layers(model)
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.max_len = max_len
+        weight = model.get_input_embeddings().weight
+        layers, dtype, device = len(self.layers), weight.dtype, weight.device
+        cache_shape = (layers, slots, self.kv_heads, max_len, self.head_dim)
+        self.register_buffer("keys", torch.zeros(cache_shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("values", torch.zeros(cache_shape, dtype=dtype, device=device), persistent=False)
+        first = self.layers[0]
+        widths = {"q": _plain(first.self_attn.q_proj).out_features, "v": _plain(first.self_attn.v_proj).out_features,
+                  "up": _plain(first.mlp.up_proj).out_features}
+        self.scales = {t: torch.ones(layers, slots, w, dtype=dtype, device=device) for t, w in widths.items()}
+
+    # ------------------------------------------------------------------ slots
+    def load_slot(self, slot: int, cache, length: int, vectors: list[dict[str, torch.Tensor] | None]) -> None:
+        """Copy a prefilled sequence (row 0 of an HF cache) and its prompt's vectors into ``slot``."""
+        for index, layer_cache in enumerate(cache.layers):
+            self.keys[index, slot, :, :length] = layer_cache.keys[0, :, :length]
+            self.values[index, slot, :, :length] = layer_cache.values[0, :, :length]
+            for target, buffer in self.scales.items():
+                layer_vectors = vectors[index] if vectors else None
+                if layer_vectors is not None and target in layer_vectors:
+                    buffer[index, slot] = layer_vectors[target][0]
+                else:
+                    buffer[index, slot] = 1.0
+
+    # ------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits [rows, vocab] for one new token per row; ``positions[i]`` is where row i's token goes."""
+        model = self.model
+        hidden = model.get_input_embeddings()(tokens).unsqueeze(1)  # [B, 1, d]
+        cos, sin = model.model.rotary_emb(hidden, positions.unsqueeze(1))  # [B, 1, hd]
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        length = int(positions.max()) + 1
+        visible = torch.arange(length, device=tokens.device).unsqueeze(0) <= positions.unsqueeze(1)  # [B, S]
+        mask = visible[:, None, None, :]
+        rows = tokens.shape[0]
+        for index, layer in enumerate(self.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            x = layer.input_layernorm(hidden)
+            q = _plain(attn.q_proj)(x)
+            k = _plain(attn.k_proj)(x)
+            v = _plain(attn.v_proj)(x) * self.scales["v"][index, slots].unsqueeze(1)
+            q = q.view(rows, 1, self.heads, self.head_dim)
+            k = k.view(rows, 1, self.kv_heads, self.head_dim)
+            if hasattr(attn, "q_norm"):  # Qwen3: per-head norms; PARA scales the normalised query
+                q, k = _plain(attn.q_norm)(q), attn.k_norm(k)
+            q = q * self.scales["q"][index, slots].view(rows, 1, self.heads, self.head_dim)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, 1, hd]
+            v = v.view(rows, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            self.keys[index, slots, :, positions] = k[:, :, 0]
+            self.values[index, slots, :, positions] = v[:, :, 0]
+            keys = self.keys[index, slots, :, :length]
+            values = self.values[index, slots, :, :length]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
+                                                 enable_gqa=self.heads != self.kv_heads)
+            hidden = hidden + _plain(attn.o_proj)(out.transpose(1, 2).reshape(rows, 1, -1))
+            x = layer.post_attention_layernorm(hidden)
+            up = _plain(mlp.up_proj)(x) * self.scales["up"][index, slots].unsqueeze(1)
+            hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * up)
+        hidden = model.model.norm(hidden)
+        return model.lm_head(hidden[:, 0]).float()

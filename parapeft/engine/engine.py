@@ -1,0 +1,131 @@
+"""A continuous-batching engine: many requests, each with its own PARA adapter, in every decoding step.
+
+Each ``step()`` admits waiting requests into free KV-cache slots (one prefill
+pass per prompt, which also computes the prompt's PARA vectors), then runs one
+decoding step for every running request together, samples one token per
+request and retires the finished ones, freeing their slots at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from ..model import BASE_ADAPTER, ParaModel
+from .decoder import SlotDecoder
+from .sampling import SamplingParams, sample
+
+
+class EngineError(ValueError):
+    """A request the engine refuses (unknown adapter, empty or over-long prompt, bad sampling values)."""
+
+
+@dataclass
+class Request:
+    prompt: list[int]
+    adapter: str = BASE_ADAPTER
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    id: int = 0
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    slot: int | None = None
+    finish_reason: str | None = None
+    generator: torch.Generator | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+class Engine:
+    def __init__(self, para: ParaModel, slots: int = 16, max_len: int = 1024, eos_token_ids: set[int] | None = None):
+        self.para = para.eval()
+        self.decoder = SlotDecoder(para.base_model, slots, max_len)
+        self.max_len = max_len
+        self.free_slots = list(range(slots))
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        config = para.base_model.generation_config
+        eos = config.eos_token_id if config is not None else None
+        self.eos = eos_token_ids if eos_token_ids is not None else set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self._ids = itertools.count()
+        self.device = para.base_model.get_input_embeddings().weight.device
+
+    # --------------------------------------------------------------- requests
+    def submit(self, prompt: list[int], adapter: str = BASE_ADAPTER, sampling: SamplingParams | None = None) -> Request:
+        sampling = sampling or SamplingParams()
+        sampling.validate()
+        if not prompt:
+            raise EngineError("the prompt is empty")
+        if len(prompt) + sampling.max_tokens > self.max_len:
+            raise EngineError(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_tokens}) exceeds the context of {self.max_len}")
+        if adapter != BASE_ADAPTER and adapter not in self.para.peft_config:
+            raise EngineError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.para.peft_config) or 'none'}")
+        request = Request(list(prompt), adapter, sampling, id=next(self._ids))
+        if sampling.seed is not None:
+            request.generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        self.waiting.append(request)
+        return request
+
+    def cancel(self, request: Request) -> None:
+        if request in self.waiting:
+            self.waiting.remove(request)
+        self._finish(request, "cancelled")
+
+    # ------------------------------------------------------------------- loop
+    @torch.no_grad()
+    def step(self) -> list[Request]:
+        """Admit, decode one token for every running request; returns the requests that got a token."""
+        touched = []
+        while self.waiting and self.free_slots:
+            request = self.waiting.popleft()
+            self._prefill(request)
+            touched.append(request)
+        decoding = [r for r in self.running if not r.finished and r not in touched]
+        if decoding:
+            slots = torch.tensor([r.slot for r in decoding], device=self.device)
+            tokens = torch.tensor([r.tokens[-1] for r in decoding], device=self.device)
+            positions = torch.tensor([len(r.prompt) + len(r.tokens) - 1 for r in decoding], device=self.device)
+            logits = self.decoder.step(slots, tokens, positions)
+            for request, row in zip(decoding, logits):
+                self._accept(request, row)
+            touched += decoding
+        return touched
+
+    def run_until_done(self) -> None:
+        while self.waiting or self.running:
+            self.step()
+
+    def _prefill(self, request: Request) -> None:
+        request.slot = self.free_slots.pop(0)
+        ids = torch.tensor([request.prompt], device=self.device)
+        cache = DynamicCache(config=self.para.base_model.config)
+        out = self.para(input_ids=ids, adapter_names=[request.adapter], past_key_values=cache, use_cache=True)
+        vectors = self.para.last_vectors() if request.adapter != BASE_ADAPTER else None
+        self.decoder.load_slot(request.slot, out.past_key_values, len(request.prompt), vectors)
+        self.running.append(request)
+        self._accept(request, out.logits[0, -1].float())
+
+    def _accept(self, request: Request, logits: torch.Tensor) -> None:
+        token, logprob = sample(logits, request.sampling, request.generator)
+        request.tokens.append(token)
+        request.logprobs.append(logprob)
+        params = request.sampling
+        if token in self.eos and not params.ignore_eos:
+            self._finish(request, "stop")
+        elif len(request.tokens) >= params.max_tokens:
+            self._finish(request, "length")
+
+    def _finish(self, request: Request, reason: str) -> None:
+        if request.finished:
+            return
+        request.finish_reason = reason
+        if request in self.running:
+            self.running.remove(request)
+        if request.slot is not None:
+            self.free_slots.append(request.slot)
+            request.slot = None

@@ -1,0 +1,151 @@
+"""The engine against ParaModel.generate: same tokens for every request, however the batch is mixed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from parapeft import BASE_ADAPTER, ParaConfig, ParaModel, get_para_model
+from parapeft.engine import Engine, EngineError, SamplingParams
+from parapeft.engine.decoder import SUPPORTED
+from tiny_models import VOCAB, randomize_adapter, tiny_model
+
+ADAPTERS = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-135m"
+
+
+def tiny_para(arch):
+    para = get_para_model(tiny_model(arch), ParaConfig(r=4), adapter_name="a")
+    para.add_adapter("b", ParaConfig(r=3, pooler="attention", targets=["q", "up"]))
+    randomize_adapter(para, "a", 1)
+    randomize_adapter(para, "b", 2)
+    return para.eval()
+
+
+def prompts(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+def reference(para, prompt, adapter, max_tokens):
+    """ParaModel.generate for the request alone: greedy, stopping at eos like the engine."""
+    out = para.generate(input_ids=torch.tensor([prompt]), adapter_names=[adapter], max_new_tokens=max_tokens,
+                        do_sample=False, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("arch", SUPPORTED)
+def test_mixed_batch_with_requests_joining_mid_flight_matches_each_request_alone(arch):
+    para = tiny_para(arch)
+    batch = prompts([5, 9, 7, 6, 8, 4])
+    adapters = ["a", "b", BASE_ADAPTER, "a", "b", BASE_ADAPTER]
+    expected = [reference(para, p, a, 10) for p, a in zip(batch, adapters)]
+    engine = Engine(para, slots=3, max_len=64)  # fewer slots than requests: later ones join mid-flight
+    requests = [engine.submit(p, a, SamplingParams(max_tokens=10)) for p, a in zip(batch, adapters)]
+    engine.run_until_done()
+    assert [r.tokens for r in requests] == expected
+    assert all(r.finish_reason in ("stop", "length") for r in requests)
+    assert sorted(engine.free_slots) == [0, 1, 2]
+
+
+def test_a_request_gets_the_same_tokens_alone_and_when_others_join_later():
+    para = tiny_para("llama")
+    first, *others = prompts([6, 5, 9, 7])
+    alone = Engine(para, slots=4, max_len=64)
+    solo = alone.submit(first, "a", SamplingParams(max_tokens=12, ignore_eos=True))
+    alone.run_until_done()
+    busy = Engine(para, slots=4, max_len=64)
+    shared = busy.submit(first, "a", SamplingParams(max_tokens=12, ignore_eos=True))
+    busy.step()
+    busy.step()
+    for prompt, adapter in zip(others, ["b", BASE_ADAPTER, "a"]):
+        busy.submit(prompt, adapter, SamplingParams(max_tokens=5))
+        busy.step()
+    busy.run_until_done()
+    assert shared.tokens == solo.tokens and len(solo.tokens) == 12
+
+
+def test_greedy_logprobs_are_those_of_the_reference_forward():
+    para = tiny_para("qwen3")
+    prompt = prompts([7])[0]
+    engine = Engine(para, slots=1, max_len=64)
+    request = engine.submit(prompt, "b", SamplingParams(max_tokens=6, ignore_eos=True))
+    engine.run_until_done()
+    full = torch.tensor([prompt + request.tokens])
+    prompt_mask = torch.tensor([[1] * len(prompt) + [0] * len(request.tokens)])
+    with torch.no_grad():
+        logits = para(input_ids=full, prompt_mask=prompt_mask, adapter_names=["b"]).logits[0, len(prompt) - 1 : -1]
+    expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(request.tokens)[:, None])[:, 0]
+    torch.testing.assert_close(torch.tensor(request.logprobs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_seeded_sampling_is_reproducible_and_differs_across_seeds():
+    para = tiny_para("mistral")
+    prompt = prompts([6])[0]
+    runs = []
+    for seed in (7, 7, 8):
+        engine = Engine(para, slots=2, max_len=64)
+        request = engine.submit(prompt, "a", SamplingParams(max_tokens=16, temperature=1.0, top_p=0.9, top_k=40,
+                                                             seed=seed, ignore_eos=True))
+        engine.run_until_done()
+        runs.append(request.tokens)
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_cancellation_frees_the_slot_for_the_next_request():
+    para = tiny_para("llama")
+    first, second = prompts([5, 6])
+    engine = Engine(para, slots=1, max_len=64)
+    long_request = engine.submit(first, "a", SamplingParams(max_tokens=50, ignore_eos=True))
+    waiting = engine.submit(second, "b", SamplingParams(max_tokens=3, ignore_eos=True))
+    engine.step()
+    assert long_request.slot == 0 and waiting.slot is None
+    engine.cancel(long_request)
+    assert long_request.finish_reason == "cancelled" and engine.free_slots == [0]
+    engine.run_until_done()
+    assert len(waiting.tokens) == 3 and len(long_request.tokens) == 1
+
+
+@pytest.mark.parametrize(
+    "prompt, adapter, params, message",
+    [
+        ([], "a", SamplingParams(), "empty"),
+        ([5] * 60, "a", SamplingParams(max_tokens=10), "exceeds the context of 64"),
+        ([5, 6], "nope", SamplingParams(max_tokens=4), "unknown adapter 'nope'"),
+        ([5, 6], "a", SamplingParams(temperature=-1), "temperature"),
+        ([5, 6], "a", SamplingParams(top_p=0), "top_p"),
+        ([5, 6], "a", SamplingParams(max_tokens=0), "max_tokens"),
+    ],
+)
+def test_bad_requests_are_refused_and_the_engine_keeps_serving(prompt, adapter, params, message):
+    para = tiny_para("llama")
+    engine = Engine(para, slots=2, max_len=64)
+    good = engine.submit(prompts([5])[0], "a", SamplingParams(max_tokens=4, ignore_eos=True))
+    with pytest.raises(EngineError, match=message):
+        engine.submit(prompt, adapter, params)
+    engine.run_until_done()
+    assert len(good.tokens) == 4
+
+
+def test_unsupported_architecture_is_refused():
+    with pytest.raises(ValueError, match="the engine runs llama, mistral, qwen2, qwen3"):
+        Engine(tiny_para("gemma2"), slots=1, max_len=32)
+
+
+@pytest.mark.slow
+def test_smollm2_with_committed_adapters_matches_paramodel(smollm2):
+    model, tokenizer = smollm2
+    para = ParaModel.from_pretrained(model, ADAPTERS / "copa", adapter_name="copa")
+    try:
+        para.load_adapter(ADAPTERS / "boolq", "boolq")
+        texts = ["The capital of France is", "Water boils at", "My favourite colour is"]
+        adapters = ["copa", "boolq", BASE_ADAPTER]
+        encoded = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        expected = [reference(para, p, a, 12) for p, a in zip(encoded, adapters)]
+        engine = Engine(para, slots=2, max_len=128)
+        requests = [engine.submit(p, a, SamplingParams(max_tokens=12)) for p, a in zip(encoded, adapters)]
+        engine.run_until_done()
+        assert [r.tokens for r in requests] == expected
+    finally:
+        para.unload()
