@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help install demo test test-fast bench-core clean
+.PHONY: help install demo test test-fast bench-core proto clean
 
 help:
 	@echo "make demo       run the main job on the embedded SmolLM2-135M-Instruct"
@@ -32,6 +32,11 @@ test-fast: install
 bench-core: install
 	$(BIN)/python benchmarks/core/param_counts.py
 	$(BIN)/python benchmarks/core/cpu_step.py
+
+# Regenerate the gRPC code from the contract (grpcio-tools pinned in constraints.txt).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=parapeft/engine/rpc --grpc_python_out=parapeft/engine/rpc proto/engine.proto
+	sed -i 's/^import engine_pb2 as engine__pb2/from . import engine_pb2 as engine__pb2/' parapeft/engine/rpc/engine_pb2_grpc.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

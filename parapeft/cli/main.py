@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import demo, evaluate, generate, info, train
+from . import demo, engine, evaluate, generate, info, train
 
-COMMANDS = {"demo": demo, "train": train, "eval": evaluate, "generate": generate, "info": info}
+COMMANDS = {
+    "demo": demo, "train": train, "eval": evaluate, "generate": generate, "info": info, "engine": engine,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,10 +61,10 @@ class Engine:
         sampling.validate()
         if not prompt:
             raise EngineError("the prompt is empty")
-        if len(prompt) + sampling.max_tokens > self.max_len:
-            raise EngineError(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_tokens}) exceeds the context of {self.max_len}")
         if adapter != BASE_ADAPTER and adapter not in self.para.peft_config:
             raise EngineError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.para.peft_config) or 'none'}")
+        if len(prompt) + sampling.max_tokens > self.max_len:
+            raise EngineError(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_tokens}) exceeds the context of {self.max_len}")
         request = Request(list(prompt), adapter, sampling, id=next(self._ids))
         if sampling.seed is not None:
             request.generator = torch.Generator(device=self.device).manual_seed(sampling.seed)

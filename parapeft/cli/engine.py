@@ -1,0 +1,64 @@
+"""``para engine``: serve the backbone and PARA adapters over gRPC (proto/engine.proto)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .generate import DEFAULT_MODEL
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "engine",
+        help="run an engine worker (gRPC) serving many adapters from one backbone",
+        description="Serve the backbone with continuous batching; every decoding step mixes the adapters of all "
+        "running requests. Adapters can be given at start (--adapter NAME=DIR) or loaded over gRPC.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL, help="named model, HF id or local path")
+    p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="adapter to load at start")
+    p.add_argument("--slots", type=int, default=16, help="concurrent sequences (KV-cache slots)")
+    p.add_argument("--max-len", type=int, default=2048, help="tokens per sequence, prompt included")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backbones import load_base_model
+    from ..config import ParaConfig
+    from ..engine.server import serve
+    from ..engine.service import EngineService, default_device
+    from ..model import ParaModel
+
+    device = args.device or default_device()
+    model, tokenizer = load_base_model(args.model, device=device)
+    named = []
+    for item in args.adapter:
+        name, sep, directory = item.partition("=")
+        if not sep or not name or not directory:
+            raise ValueError(f"--adapter takes NAME=DIR, got {item!r}")
+        named.append((name, directory))
+    if named:
+        para = ParaModel.from_pretrained(model, named[0][1], adapter_name=named[0][0])
+        for name, directory in named[1:]:
+            para.load_adapter(directory, name)
+    else:  # adapters come later over gRPC: wrap with a throw-away adapter, then remove it
+        para = ParaModel(model, ParaConfig(r=1), adapter_name="placeholder").eval()
+        para.delete_adapter("placeholder")
+    service = EngineService(para, tokenizer, args.model, slots=args.slots, max_len=args.max_len)
+    server, port = serve(service, args.port, args.host)
+    print(f"engine serving {args.model} on {args.host}:{port} ({device}, {args.slots} slots, adapters: "
+          f"{', '.join(para.peft_config) or 'none yet'})", flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop(grace=2).wait()
+    service.close()
+    print("engine stopped", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""Code generated from proto/engine.proto by grpc_tools (`make proto`); do not edit."""

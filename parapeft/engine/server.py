@@ -1,0 +1,100 @@
+"""gRPC server for the engine (contract: proto/engine.proto)."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+
+from ..adapter_io import AdapterLoadError
+from .engine import EngineError
+from .rpc import engine_pb2 as pb
+from .rpc import engine_pb2_grpc as pb_grpc
+from .sampling import SamplingParams
+from .service import EngineService
+
+API_VERSION = 1
+
+
+def _sampling(message: pb.SamplingParams, default_max_tokens: int) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=message.max_tokens or max(1, default_max_tokens),
+        temperature=message.temperature,
+        top_p=message.top_p or 1.0,
+        top_k=message.top_k,
+        seed=message.seed if message.HasField("seed") else None,
+        ignore_eos=message.ignore_eos,
+    )
+
+
+class EngineServicer(pb_grpc.EngineServicer):
+    def __init__(self, service: EngineService, default_max_tokens: int = 256):
+        self.service = service
+        self.default_max_tokens = default_max_tokens
+
+    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext):
+        kind = request.WhichOneof("input")
+        try:
+            if kind == "chat":
+                ids = self.service.encode(chat=[{"role": m.role, "content": m.content} for m in request.chat.messages])
+            elif kind == "prompt_ids":
+                ids = self.service.encode(ids=list(request.prompt_ids.ids))
+            else:
+                ids = self.service.encode(prompt=request.prompt)
+            # Without max_tokens: up to the default, within what the context leaves after the prompt.
+            default = min(self.default_max_tokens, self.service.engine.max_len - len(ids))
+            stream = self.service.submit(ids, request.adapter, _sampling(request.sampling, default),
+                                         list(request.sampling.stop))
+        except EngineError as err:
+            code = grpc.StatusCode.NOT_FOUND if "unknown adapter" in str(err) else grpc.StatusCode.INVALID_ARGUMENT
+            context.abort(code, str(err))
+        context.add_callback(lambda: self.service.cancel(stream))  # client went away: free the slot
+        while True:
+            event = stream.events.get()
+            if event.finish_reason == "error":
+                context.abort(grpc.StatusCode.INTERNAL, f"engine step failed: {event.text}")
+            chunk = pb.GenerateChunk(request_id=request.request_id, token_ids=event.token_ids, text=event.text,
+                                     logprobs=event.logprobs, finish_reason=event.finish_reason)
+            if event.finish_reason:
+                chunk.usage.prompt_tokens, chunk.usage.completion_tokens = event.prompt_tokens, event.completion_tokens
+                yield chunk
+                return
+            yield chunk
+
+    def LoadAdapter(self, request, context):
+        try:
+            return pb.AdapterInfo(**self.service.load_adapter(request.name, request.path))
+        except (AdapterLoadError, FileNotFoundError) as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except (EngineError, ValueError) as err:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS if "already loaded" in str(err) else grpc.StatusCode.INVALID_ARGUMENT, str(err))
+
+    def UnloadAdapter(self, request, context):
+        try:
+            self.service.unload_adapter(request.name)
+        except KeyError as err:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(err.args[0]))
+        except EngineError as err:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        return pb.UnloadAdapterResponse()
+
+    def ListAdapters(self, request, context):
+        return pb.ListAdaptersResponse(adapters=[pb.AdapterInfo(**a) for a in self.service.adapters()])
+
+    def Health(self, request, context):
+        return pb.HealthResponse(serving=self.service.serving, model=self.service.model_name, api_version=API_VERSION,
+                                 max_context=self.service.engine.max_len)
+
+    def Stats(self, request, context):
+        return pb.StatsResponse(**self.service.stats())
+
+
+def serve(service: EngineService, port: int, host: str = "127.0.0.1", threads: int = 64) -> tuple[grpc.Server, int]:
+    """Start the server; returns it and the bound port (pass port 0 for a free one)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    pb_grpc.add_EngineServicer_to_server(EngineServicer(service), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        raise RuntimeError(f"cannot listen on {host}:{port}")
+    server.start()
+    return server, bound

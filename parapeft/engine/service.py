@@ -1,0 +1,171 @@
+"""The engine behind a thread: requests come from many client threads, one loop drives ``Engine.step``.
+
+Each request gets a queue of events (new tokens with their text, then the end);
+text is detokenised incrementally and stop strings are applied here, on text.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from ..model import BASE_ADAPTER, ParaModel
+from .engine import Engine, EngineError, Request
+from .sampling import SamplingParams
+
+
+@dataclass
+class Event:
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class _Stream:
+    request: Request
+    stop: list[str]
+    events: "queue.Queue[Event]" = field(default_factory=queue.Queue)
+    sent_tokens: int = 0
+    sent_text: str = ""
+
+
+class EngineService:
+    def __init__(self, para: ParaModel, tokenizer, model_name: str, slots: int = 16, max_len: int = 1024):
+        self.engine = Engine(para, slots=slots, max_len=max_len)
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.streams: dict[int, _Stream] = {}
+        self.finished = 0
+        self.tokens_generated = 0
+        self.serving = True
+        self.thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
+        self.thread.start()
+
+    # --------------------------------------------------------------- requests
+    def encode(self, prompt: str | None = None, chat: list[dict] | None = None, ids: list[int] | None = None) -> list[int]:
+        if ids is not None:
+            vocab = len(self.tokenizer)
+            if any(not 0 <= i < vocab for i in ids):
+                raise EngineError(f"prompt token ids must lie in [0, {vocab})")
+            return list(ids)
+        if chat is not None:
+            if not chat or any(m.get("role") not in ("system", "user", "assistant") for m in chat):
+                raise EngineError("chat messages need roles system, user or assistant")
+            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(text, add_special_tokens=False).input_ids
+        return self.tokenizer(prompt or "", add_special_tokens=False).input_ids
+
+    def submit(self, prompt_ids: list[int], adapter: str, sampling: SamplingParams, stop: list[str]) -> _Stream:
+        with self.lock:
+            request = self.engine.submit(prompt_ids, adapter or BASE_ADAPTER, sampling)
+            stream = _Stream(request, [s for s in stop if s])
+            self.streams[request.id] = stream
+        self.wake.set()
+        return stream
+
+    def cancel(self, stream: _Stream) -> None:
+        with self.lock:
+            if not stream.request.finished:
+                self.engine.cancel(stream.request)
+                self._publish(stream)
+
+    # ---------------------------------------------------------------- adapters
+    def load_adapter(self, name: str, path: str) -> dict:
+        with self.lock:
+            if name in self.engine.para.peft_config:
+                raise EngineError(f"adapter {name!r} is already loaded")
+            self.engine.para.load_adapter(path, name)
+            return self.adapter_info(name)
+
+    def unload_adapter(self, name: str) -> None:
+        with self.lock:
+            if name not in self.engine.para.peft_config:
+                raise KeyError(f"unknown adapter {name!r}")
+            # Running requests keep their vectors in their slots; only waiting ones still need the adapter.
+            if any(r.adapter == name for r in self.engine.waiting):
+                raise EngineError(f"adapter {name!r} has waiting requests")
+            self.engine.para.delete_adapter(name)
+
+    def adapter_info(self, name: str) -> dict:
+        para = self.engine.para
+        parameters = sum(t.numel() for t in para.adapter_state_dict(name).values())
+        return {"name": name, "parameters": parameters, "base_model": para.peft_config[name].base_model_name_or_path or ""}
+
+    def adapters(self) -> list[dict]:
+        with self.lock:
+            return [self.adapter_info(n) for n in self.engine.para.peft_config]
+
+    def stats(self) -> dict:
+        with self.lock:
+            e = self.engine
+            return {"running": len(e.running), "waiting": len(e.waiting), "free_slots": len(e.free_slots),
+                    "requests_finished": self.finished, "tokens_generated": self.tokens_generated,
+                    "adapters_loaded": len(e.para.peft_config)}
+
+    # -------------------------------------------------------------------- loop
+    def _loop(self) -> None:
+        while self.serving:
+            self.wake.wait(timeout=0.1)
+            while True:
+                with self.lock:
+                    if not (self.engine.waiting or self.engine.running):
+                        self.wake.clear()
+                        break
+                    try:
+                        touched = self.engine.step()
+                    except Exception as err:  # a broken step must not leave clients waiting forever
+                        for stream in list(self.streams.values()):
+                            self.engine.cancel(stream.request)
+                            stream.events.put(Event(finish_reason="error", text=str(err)))
+                        self.streams.clear()
+                        break
+                    for request in touched:
+                        stream = self.streams.get(request.id)
+                        if stream is not None:
+                            self._publish(stream)
+
+    def _publish(self, stream: _Stream) -> None:
+        """Send what is new since the last event; apply stop strings; close the stream when finished."""
+        request = stream.request
+        new_ids = request.tokens[stream.sent_tokens :]
+        text = self.tokenizer.decode(request.tokens, skip_special_tokens=True)
+        finish = request.finish_reason or ""
+        cuts = [i for i in (text.find(stop) for stop in stream.stop) if i != -1]
+        if cuts:
+            text, finish = text[: min(cuts)], "stop"
+            if not request.finished:
+                self.engine.cancel(request)
+        elif not finish:
+            if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for the next token
+                return
+            # Hold back what could be the start of a stop string, so no part of one is ever sent.
+            hold = max((len(stop) for stop in stream.stop), default=1) - 1
+            text = text[: len(text) - hold] if hold else text
+            if len(text) < len(stream.sent_text):
+                text = stream.sent_text
+        event = Event(new_ids, text[len(stream.sent_text) :], request.logprobs[stream.sent_tokens :], finish)
+        stream.sent_tokens, stream.sent_text = len(request.tokens), text
+        self.tokens_generated += len(new_ids)
+        if finish:
+            event.prompt_tokens, event.completion_tokens = len(request.prompt), len(request.tokens)
+            self.finished += 1
+            self.streams.pop(request.id, None)
+        stream.events.put(event)
+
+    def close(self) -> None:
+        self.serving = False
+        self.wake.set()
+        self.thread.join(timeout=5)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"

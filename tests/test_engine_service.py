@@ -1,0 +1,188 @@
+"""The gRPC engine service with a real server and client."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+import torch
+
+from parapeft import BASE_ADAPTER, ParaConfig, get_para_model
+from parapeft.backbones import load_base_model
+from parapeft.engine import Engine, SamplingParams
+from parapeft.engine.rpc import engine_pb2 as pb
+from parapeft.engine.rpc import engine_pb2_grpc as pb_grpc
+from parapeft.engine.server import serve
+from parapeft.engine.service import EngineService
+from tiny_models import randomize_adapter, save_tiny_checkpoint
+
+CORPUS = ["the cat sat on the mat and the dog ran to the park with a red ball"] * 30
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-engine")
+    save_tiny_checkpoint(path, CORPUS, chat=True, vocab_size=120, context=256)
+    model, tokenizer = load_base_model(str(path))
+    para = get_para_model(model, ParaConfig(r=4), adapter_name="alpha")
+    randomize_adapter(para, "alpha", 3)
+    adapter_dir = path / "beta-adapter"
+    beta = get_para_model(load_base_model(str(path))[0], ParaConfig(r=2, pooler="max"), adapter_name="beta")
+    randomize_adapter(beta, "beta", 4)
+    beta.save_pretrained(adapter_dir)
+    return para.eval(), tokenizer, adapter_dir
+
+
+@pytest.fixture()
+def client(tiny):
+    para, tokenizer, _ = tiny
+    service = EngineService(para, tokenizer, "tiny", slots=4, max_len=128)
+    server, port = serve(service, 0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield pb_grpc.EngineStub(channel), service
+    channel.close()
+    server.stop(0).wait()
+    service.close()
+    for name in list(para.peft_config):
+        if name != "alpha":
+            para.delete_adapter(name)
+
+
+def collect(stub, **fields):
+    chunks = list(stub.Generate(pb.GenerateRequest(**fields)))
+    return [t for c in chunks for t in c.token_ids], "".join(c.text for c in chunks), chunks[-1]
+
+
+def test_streamed_tokens_equal_the_in_process_engine(client, tiny):
+    stub, _ = client
+    para, tokenizer, _ = tiny
+    prompt = "the cat sat on"
+    ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    engine = Engine(para, slots=1, max_len=128)
+    expected = engine.submit(ids, "alpha", SamplingParams(max_tokens=12, ignore_eos=True))
+    engine.run_until_done()
+    tokens, text, last = collect(stub, request_id="r1", adapter="alpha", prompt=prompt,
+                                 sampling=pb.SamplingParams(max_tokens=12, ignore_eos=True))
+    assert tokens == expected.tokens
+    assert text == tokenizer.decode(expected.tokens, skip_special_tokens=True)
+    assert last.finish_reason == "length" and last.request_id == "r1"
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (len(ids), 12)
+
+
+def test_chat_input_uses_the_chat_template(client, tiny):
+    stub, _ = client
+    _, tokenizer, _ = tiny
+    messages = [{"role": "user", "content": "the dog ran"}]
+    expected_prompt = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                                add_special_tokens=False).input_ids
+    _, _, last = collect(stub, chat=pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="the dog ran")]),
+                         sampling=pb.SamplingParams(max_tokens=3, ignore_eos=True))
+    assert last.usage.prompt_tokens == len(expected_prompt)
+
+
+def test_stop_strings_end_the_stream_without_the_stop_text(client, tiny):
+    stub, _ = client
+    tokens, text, _ = collect(stub, adapter="alpha", prompt="the cat", sampling=pb.SamplingParams(max_tokens=40, ignore_eos=True))
+    full = text
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    if not stop.strip():
+        pytest.fail(f"pick a visible stop string from {full!r}")
+    _, text, last = collect(stub, adapter="alpha", prompt="the cat",
+                            sampling=pb.SamplingParams(max_tokens=40, ignore_eos=True, stop=[stop]))
+    assert last.finish_reason == "stop" and text == full[: full.find(stop)] and stop not in text
+
+
+@pytest.mark.parametrize(
+    "fields, code, message",
+    [
+        ({"adapter": "nope", "prompt": "the cat"}, grpc.StatusCode.NOT_FOUND, "unknown adapter 'nope'"),
+        ({"prompt": ""}, grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+        ({"prompt": "the cat " * 80}, grpc.StatusCode.INVALID_ARGUMENT, "exceeds the context"),
+        ({"prompt": "the cat", "sampling": pb.SamplingParams(temperature=-1)}, grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+        ({"prompt_ids": pb.TokenIds(ids=[5, 10**6])}, grpc.StatusCode.INVALID_ARGUMENT, "token ids"),
+    ],
+)
+def test_bad_requests_get_clear_errors_and_the_engine_keeps_serving(client, fields, code, message):
+    stub, _ = client
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Generate(pb.GenerateRequest(**fields)))
+    assert error.value.code() == code and message in error.value.details()
+    tokens, _, _ = collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4, ignore_eos=True))
+    assert len(tokens) == 4
+
+
+def test_adapters_load_list_unload_and_bad_files(client, tiny, tmp_path):
+    stub, _ = client
+    _, _, beta_dir = tiny
+    info = stub.LoadAdapter(pb.LoadAdapterRequest(name="beta", path=str(beta_dir)))
+    assert info.name == "beta" and info.parameters > 0
+    assert {a.name for a in stub.ListAdapters(pb.ListAdaptersRequest()).adapters} == {"alpha", "beta"}
+    tokens, _, _ = collect(stub, adapter="beta", prompt="the cat", sampling=pb.SamplingParams(max_tokens=5, ignore_eos=True))
+    assert len(tokens) == 5
+    with pytest.raises(grpc.RpcError) as error:
+        stub.LoadAdapter(pb.LoadAdapterRequest(name="beta", path=str(beta_dir)))
+    assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    (tmp_path / "adapter_config.json").write_text((beta_dir / "adapter_config.json").read_text())
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(grpc.RpcError) as error:
+        stub.LoadAdapter(pb.LoadAdapterRequest(name="broken", path=str(tmp_path)))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "safetensors" in error.value.details()
+    stub.UnloadAdapter(pb.UnloadAdapterRequest(name="beta"))
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.Generate(pb.GenerateRequest(adapter="beta", prompt="the cat")))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    health = stub.Health(pb.HealthRequest())
+    assert health.serving and health.model == "tiny" and health.api_version == 1 and health.max_context == 128
+
+
+def test_hundreds_of_concurrent_streams_all_complete(client):
+    stub, service = client
+    adapters = ["alpha", BASE_ADAPTER, ""]
+    def one(i):
+        tokens, _, last = collect(stub, request_id=f"req-{i}", adapter=adapters[i % 3], prompt="the dog " * (1 + i % 5),
+                                  sampling=pb.SamplingParams(max_tokens=3 + i % 7, ignore_eos=True))
+        return i, len(tokens), last
+    with ThreadPoolExecutor(48) as pool:
+        results = list(pool.map(one, range(240)))
+    assert all(n == 3 + i % 7 and last.request_id == f"req-{i}" and last.usage.completion_tokens == n
+               for i, n, last in results)
+    stats = service.stats()
+    assert stats["running"] == 0 and stats["waiting"] == 0 and stats["free_slots"] == 4
+
+
+def test_a_client_that_goes_away_frees_its_slot(client):
+    stub, service = client
+    stream = stub.Generate(pb.GenerateRequest(prompt="the cat", sampling=pb.SamplingParams(max_tokens=100, ignore_eos=True)))
+    next(stream)
+    stream.cancel()
+    for _ in range(100):
+        if service.stats()["free_slots"] == 4:
+            break
+        threading.Event().wait(0.05)
+    assert service.stats()["free_slots"] == 4
+
+
+@pytest.mark.slow
+def test_para_engine_command_serves_the_embedded_model():
+    adapter = "adapters/smollm2-135m/copa"
+    process = subprocess.Popen([sys.executable, "-m", "parapeft.cli.main", "engine", "--port", "0", "--slots", "2",
+                                "--max-len", "512", "--adapter", f"copa={adapter}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()
+        port = int(re.search(r":(\d+) \(", line).group(1))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.EngineStub(channel)
+            assert stub.Health(pb.HealthRequest(), timeout=30).model == "smollm2-135m"
+            chat = pb.ChatMessages(messages=[pb.ChatMessage(role="user", content="What is the capital of France?")])
+            _, text, last = collect(stub, chat=chat, sampling=pb.SamplingParams(max_tokens=12))
+            assert "Paris" in text and last.finish_reason in ("stop", "length")
+            assert [a.name for a in stub.ListAdapters(pb.ListAdaptersRequest()).adapters] == ["copa"]
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
