@@ -72,8 +72,11 @@ class SlotDecoder(nn.Module):
 
     # ------------------------------------------------------------------- step
     @torch.no_grad()
-    def step(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Logits [rows, vocab] for one new token per row; ``positions[i]`` is where row i's token goes."""
+    def step(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, para: bool = True) -> torch.Tensor:
+        """Logits [rows, vocab] for one new token per row; ``positions[i]`` is where row i's token goes.
+
+        ``para=False`` skips the three multiplies: the bare backbone, for benchmarks.
+        """
         model = self.model
         hidden = model.get_input_embeddings()(tokens).unsqueeze(1)  # [B, 1, d]
         cos, sin = model.model.rotary_emb(hidden, positions.unsqueeze(1))  # [B, 1, hd]
@@ -87,12 +90,15 @@ class SlotDecoder(nn.Module):
             x = layer.input_layernorm(hidden)
             q = _plain(attn.q_proj)(x)
             k = _plain(attn.k_proj)(x)
-            v = _plain(attn.v_proj)(x) * self.scales["v"][index, slots].unsqueeze(1)
+            v = _plain(attn.v_proj)(x)
+            if para:
+                v = v * self.scales["v"][index, slots].unsqueeze(1)
             q = q.view(rows, 1, self.heads, self.head_dim)
             k = k.view(rows, 1, self.kv_heads, self.head_dim)
             if hasattr(attn, "q_norm"):  # Qwen3: per-head norms; PARA scales the normalised query
                 q, k = _plain(attn.q_norm)(q), attn.k_norm(k)
-            q = q * self.scales["q"][index, slots].view(rows, 1, self.heads, self.head_dim)
+            if para:
+                q = q * self.scales["q"][index, slots].view(rows, 1, self.heads, self.head_dim)
             q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, 1, hd]
             v = v.view(rows, 1, self.kv_heads, self.head_dim).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
@@ -105,7 +111,9 @@ class SlotDecoder(nn.Module):
                                                  enable_gqa=self.heads != self.kv_heads)
             hidden = hidden + _plain(attn.o_proj)(out.transpose(1, 2).reshape(rows, 1, -1))
             x = layer.post_attention_layernorm(hidden)
-            up = _plain(mlp.up_proj)(x) * self.scales["up"][index, slots].unsqueeze(1)
+            up = _plain(mlp.up_proj)(x)
+            if para:
+                up = up * self.scales["up"][index, slots].unsqueeze(1)
             hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * up)
         hidden = model.model.norm(hidden)
         return model.lm_head(hidden[:, 0]).float()
