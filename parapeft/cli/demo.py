@@ -37,12 +37,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def dev_accuracy(model, tokenizer, examples) -> float:
+def dev_accuracy(model, tokenizer, examples) -> dict[str, float]:
+    """Accuracy of the generated answer, and of the likelier of the two alternatives."""
     from ..evaluation import evaluate
     from ..tasks import get_task
 
-    result = evaluate(model, tokenizer, get_task("copa"), examples, generation=False, batch_size=16)
-    return result.metrics["loglik_accuracy"]
+    return evaluate(model, tokenizer, get_task("copa"), examples, batch_size=16).metrics
+
+
+def describe(metrics: dict[str, float]) -> str:
+    return f"generated answer {metrics['accuracy']:.2f}, likelier alternative {metrics['loglik_accuracy']:.2f}"
 
 
 def mixed_batch(model_name: str, trained: Path, adapters_root: Path) -> None:
@@ -86,14 +90,17 @@ def run(args: argparse.Namespace) -> int:
     dev = get_task("copa").examples("dev")
     model, tokenizer = load_base_model(args.model)
     before = dev_accuracy(model, tokenizer, dev)
-    print(f"COPA dev accuracy of the bare {args.model} (log-likelihood of the two alternatives): {before:.3f}")
-    del model
+    print(f"COPA dev accuracy of the bare {args.model}: {describe(before)}")
     torch.manual_seed(args.seed)
     summary = train(TrainArgs(model=args.model, task="copa", method="para", out=str(out), seed=args.seed, lr=args.lr,
-                              epochs=args.epochs, batch_size=args.batch_size, select_by="loglik", evals=2,
+                              epochs=args.epochs, batch_size=args.batch_size, select_by="loglik", evals=1,
                               eval_batch_size=16))
-    print(f"COPA dev accuracy: {before:.3f} before → {summary['dev_metric']:.3f} after PARA fine-tuning "
-          f"({summary['trainable_params']:,} trainable parameters, {summary['wall_s']:.0f} s); adapter in {out / 'best'}")
+    from ..model import ParaModel
+
+    after = dev_accuracy(ParaModel.from_pretrained(model, out / "best"), tokenizer, dev)
+    print(f"\nCOPA dev accuracy (100 examples)\n  before: {describe(before)}\n  after:  {describe(after)}\n"
+          f"PARA fine-tuning: {summary['trainable_params']:,} trainable parameters, {summary['wall_s']:.0f} s; "
+          f"adapter in {out / 'best'}")
     mixed_batch(args.model, out / "best", Path(args.adapters))
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0
