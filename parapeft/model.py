@@ -146,9 +146,22 @@ class ParaModel(nn.Module):
 
     def load_adapter(self, adapter_dir: str | Path, adapter_name: str, is_trainable: bool = False) -> None:
         """Load a saved adapter under ``adapter_name``; on any error nothing is left half-loaded."""
+        config, tensors = self.read_adapter(adapter_dir)
+        self.add_adapter_weights(adapter_name, config, tensors, is_trainable)
+
+    def read_adapter(self, adapter_dir: str | Path) -> tuple[ParaConfig, dict[str, torch.Tensor]]:
+        """Config and weights of a saved adapter, checked against this backbone, without attaching it."""
         config = read_adapter_config(adapter_dir)
         check_compatible(config, self.model_type, self.dims, str(adapter_dir))
-        tensors = load_weights(adapter_dir, self._expected_shapes(config))
+        return config, load_weights(adapter_dir, self._expected_shapes(config))
+
+    def add_adapter_weights(
+        self, adapter_name: str, config: ParaConfig, tensors: dict[str, torch.Tensor], is_trainable: bool = False
+    ) -> None:
+        """Attach an adapter from tensors already in memory (as ``adapter_state_dict`` returns them)."""
+        expected = self._expected_shapes(config)
+        if {k: tuple(v.shape) for k, v in tensors.items()} != expected:
+            raise AdapterLoadError(f"weights of adapter {adapter_name!r} do not match its config")
         self.add_adapter(adapter_name, config)
         self._copy_weights(adapter_name, config, tensors)
         for layer in self.layers:

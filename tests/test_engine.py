@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from parapeft import BASE_ADAPTER, ParaConfig, ParaModel, get_para_model
+from parapeft import BASE_ADAPTER, AdapterLoadError, ParaConfig, ParaModel, get_para_model
 from parapeft.engine import Engine, EngineError, SamplingParams
 from parapeft.engine.decoder import SUPPORTED
 from tiny_models import VOCAB, randomize_adapter, tiny_model
@@ -149,3 +149,35 @@ def test_smollm2_with_committed_adapters_matches_paramodel(smollm2):
         assert [r.tokens for r in requests] == expected
     finally:
         para.unload()
+
+
+def test_adapters_evicted_to_cpu_and_reloaded_give_the_same_output(tmp_path):
+    para = tiny_para("llama")
+    extra = get_para_model(tiny_model("llama"), ParaConfig(r=5, pooler="last"), adapter_name="c")
+    randomize_adapter(extra, "c", 9)
+    extra.save_pretrained(tmp_path / "c")
+    batch = prompts([6, 7, 5, 8])
+    order = ["a", "b", "c", "a"]
+    engine = Engine(para, slots=1, max_len=64, device_adapters=1)  # one adapter on the device at a time
+    engine.adapters.register("c", tmp_path / "c")
+    assert list(engine.adapters.attached) == ["b"] and set(engine.adapters.names()) == {"a", "b", "c"}
+    requests = [engine.submit(p, a, SamplingParams(max_tokens=6, ignore_eos=True)) for p, a in zip(batch, order)]
+    engine.run_until_done()
+    assert engine.adapters.loads == 4 and engine.adapters.evictions >= 4  # every request swapped adapters
+    roomy = Engine(tiny_para("llama"), slots=4, max_len=64)
+    roomy.adapters.register("c", tmp_path / "c")
+    for prompt, name, request in zip(batch, order, requests):
+        alone = roomy.submit(prompt, name, SamplingParams(max_tokens=6, ignore_eos=True))
+        roomy.run_until_done()
+        assert request.tokens == alone.tokens, name
+
+
+def test_registering_a_bad_adapter_is_refused_and_changes_nothing(tmp_path):
+    para = tiny_para("llama")
+    engine = Engine(para, slots=1, max_len=64)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(AdapterLoadError, match="no adapter_model.safetensors"):
+        engine.adapters.register("bad", tmp_path)
+    with pytest.raises(ValueError, match="already loaded"):
+        engine.adapters.register("a", tmp_path)
+    assert set(engine.adapters.names()) == {"a", "b"} and set(para.peft_config) == {"a", "b"}

@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="adapter to load at start")
     p.add_argument("--slots", type=int, default=16, help="concurrent sequences (KV-cache slots)")
     p.add_argument("--max-len", type=int, default=2048, help="tokens per sequence, prompt included")
+    p.add_argument("--device-adapters", type=int, default=64,
+                   help="adapters kept attached on the device; more stay in CPU memory (LRU)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.set_defaults(run=run)
 
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     else:  # adapters come later over gRPC: wrap with a throw-away adapter, then remove it
         para = ParaModel(model, ParaConfig(r=1), adapter_name="placeholder").eval()
         para.delete_adapter("placeholder")
-    service = EngineService(para, tokenizer, args.model, slots=args.slots, max_len=args.max_len)
+    service = EngineService(para, tokenizer, args.model, slots=args.slots, max_len=args.max_len,
+                            device_adapters=args.device_adapters)
     server, port = serve(service, args.port, args.host)
     print(f"engine serving {args.model} on {args.host}:{port} ({device}, {args.slots} slots, adapters: "
           f"{', '.join(para.peft_config) or 'none yet'})", flush=True)

@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from ..model import BASE_ADAPTER, ParaModel
+from .adapter_store import AdapterStore
 from .decoder import SlotDecoder
 from .sampling import SamplingParams, sample
 
@@ -42,8 +43,10 @@ class Request:
 
 
 class Engine:
-    def __init__(self, para: ParaModel, slots: int = 16, max_len: int = 1024, eos_token_ids: set[int] | None = None):
+    def __init__(self, para: ParaModel, slots: int = 16, max_len: int = 1024, eos_token_ids: set[int] | None = None,
+                 device_adapters: int = 64):
         self.para = para.eval()
+        self.adapters = AdapterStore(para, device_adapters)
         self.decoder = SlotDecoder(para.base_model, slots, max_len)
         self.max_len = max_len
         self.free_slots = list(range(slots))
@@ -61,8 +64,8 @@ class Engine:
         sampling.validate()
         if not prompt:
             raise EngineError("the prompt is empty")
-        if adapter != BASE_ADAPTER and adapter not in self.para.peft_config:
-            raise EngineError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.para.peft_config) or 'none'}")
+        if adapter != BASE_ADAPTER and adapter not in self.adapters:
+            raise EngineError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters.names()) or 'none'}")
         if len(prompt) + sampling.max_tokens > self.max_len:
             raise EngineError(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_tokens}) exceeds the context of {self.max_len}")
         request = Request(list(prompt), adapter, sampling, id=next(self._ids))
@@ -102,6 +105,8 @@ class Engine:
 
     def _prefill(self, request: Request) -> None:
         request.slot = self.free_slots.pop(0)
+        if request.adapter != BASE_ADAPTER:
+            self.adapters.acquire(request.adapter)  # from CPU memory if it was evicted: milliseconds, between steps
         ids = torch.tensor([request.prompt], device=self.device)
         cache = DynamicCache(config=self.para.base_model.config)
         out = self.para(input_ids=ids, adapter_names=[request.adapter], past_key_values=cache, use_cache=True)

@@ -37,8 +37,9 @@ class _Stream:
 
 
 class EngineService:
-    def __init__(self, para: ParaModel, tokenizer, model_name: str, slots: int = 16, max_len: int = 1024):
-        self.engine = Engine(para, slots=slots, max_len=max_len)
+    def __init__(self, para: ParaModel, tokenizer, model_name: str, slots: int = 16, max_len: int = 1024,
+                 device_adapters: int = 64):
+        self.engine = Engine(para, slots=slots, max_len=max_len, device_adapters=device_adapters)
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.lock = threading.Lock()
@@ -81,35 +82,30 @@ class EngineService:
     # ---------------------------------------------------------------- adapters
     def load_adapter(self, name: str, path: str) -> dict:
         with self.lock:
-            if name in self.engine.para.peft_config:
+            if name in self.engine.adapters:
                 raise EngineError(f"adapter {name!r} is already loaded")
-            self.engine.para.load_adapter(path, name)
-            return self.adapter_info(name)
+            self.engine.adapters.register(name, path)
+            return self.engine.adapters.info(name)
 
     def unload_adapter(self, name: str) -> None:
         with self.lock:
-            if name not in self.engine.para.peft_config:
+            if name not in self.engine.adapters:
                 raise KeyError(f"unknown adapter {name!r}")
             # Running requests keep their vectors in their slots; only waiting ones still need the adapter.
             if any(r.adapter == name for r in self.engine.waiting):
                 raise EngineError(f"adapter {name!r} has waiting requests")
-            self.engine.para.delete_adapter(name)
-
-    def adapter_info(self, name: str) -> dict:
-        para = self.engine.para
-        parameters = sum(t.numel() for t in para.adapter_state_dict(name).values())
-        return {"name": name, "parameters": parameters, "base_model": para.peft_config[name].base_model_name_or_path or ""}
+            self.engine.adapters.unregister(name)
 
     def adapters(self) -> list[dict]:
         with self.lock:
-            return [self.adapter_info(n) for n in self.engine.para.peft_config]
+            return [self.engine.adapters.info(n) for n in self.engine.adapters.names()]
 
     def stats(self) -> dict:
         with self.lock:
             e = self.engine
             return {"running": len(e.running), "waiting": len(e.waiting), "free_slots": len(e.free_slots),
                     "requests_finished": self.finished, "tokens_generated": self.tokens_generated,
-                    "adapters_loaded": len(e.para.peft_config)}
+                    "adapters_loaded": len(e.adapters.names())}
 
     # -------------------------------------------------------------------- loop
     def _loop(self) -> None:
