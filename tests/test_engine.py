@@ -181,3 +181,21 @@ def test_registering_a_bad_adapter_is_refused_and_changes_nothing(tmp_path):
     with pytest.raises(ValueError, match="already loaded"):
         engine.adapters.register("a", tmp_path)
     assert set(engine.adapters.names()) == {"a", "b"} and set(para.peft_config) == {"a", "b"}
+
+
+def test_static_full_length_step_used_by_cuda_graphs_equals_the_dynamic_step():
+    para = tiny_para("qwen2")
+    engine = Engine(para, slots=3, max_len=48)
+    requests = [engine.submit(p, a, SamplingParams(max_tokens=4, ignore_eos=True)) for p, a in
+                zip(prompts([5, 9, 7]), ["a", "b", BASE_ADAPTER])]
+    engine.step()  # prefill all three
+    slots = torch.tensor([r.slot for r in requests])
+    tokens = torch.tensor([r.tokens[-1] for r in requests])
+    positions = torch.tensor([len(r.prompt) for r in requests])
+    keys = engine.decoder.keys.clone()
+    dynamic = engine.decoder.step(slots, tokens, positions)
+    engine.decoder.keys.copy_(keys)
+    static = engine.decoder.step(slots, tokens, positions, full_length=True)
+    torch.testing.assert_close(static, dynamic, atol=1e-5, rtol=1e-5)
+    with pytest.raises(EngineError, match="CUDA graphs need"):
+        Engine(para, slots=1, max_len=32, cuda_graphs=True)

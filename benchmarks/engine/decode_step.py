@@ -22,7 +22,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from parapeft import ParaConfig, get_para_model
-from parapeft.engine.decoder import SlotDecoder
+from parapeft.engine.decoder import GraphedStep, SlotDecoder
 
 SHAPES = {
     "1.1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -81,12 +81,20 @@ def main() -> None:
         ms = timed(lambda: decoder.step(slots, tokens, positions, para=True), args.steps, device)
         rows.append({"shape": args.shape, "mode": "para", "batch_size": batch, "distinct_adapters": batch,
                      "step_ms": round(ms, 3), "hbm_floor_ms": round(floor_ms, 3), "para_over_bare": round(ms / bare, 4)})
-        print(" | ".join(f"{r['mode']}:{r['distinct_adapters']} {r['step_ms']:.2f} ms" for r in rows if r["batch_size"] == batch),
+        if device == "cuda":  # the same step replayed from a CUDA graph (static shapes, full-length attention)
+            for mode, use_para in (("bare_graph", False), ("para_graph", True)):
+                runner = GraphedStep(decoder, max_batch, para=use_para)
+                ms = timed(lambda: runner(slots, tokens, positions), args.steps, device)
+                rows.append({"shape": args.shape, "mode": mode, "batch_size": batch,
+                             "distinct_adapters": batch if use_para else 0, "step_ms": round(ms, 3),
+                             "hbm_floor_ms": round(floor_ms, 3)})
+        print(" | ".join(f"{r['mode']} {r['step_ms']:.3f} ms" for r in rows if r["batch_size"] == batch),
               f"(batch {batch}, floor {floor_ms:.2f} ms)", flush=True)
     versions = {"torch": torch.__version__, "python": platform.python_version()}
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.machine()})"
     result = {"gpu": gpu, "versions": versions, "command": " ".join(["python", *sys.argv]), "mode_notes":
-              "eager PyTorch, no CUDA graphs; per-slot vectors gathered by slot index", "rows": rows}
+              "bare/para: eager PyTorch; *_graph: the same step replayed from a CUDA graph per batch bucket; "
+              "per-slot vectors gathered by slot index", "rows": rows}
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.output}")
 

@@ -49,13 +49,14 @@ class SlotDecoder(nn.Module):
         self.max_len = max_len
         weight = model.get_input_embeddings().weight
         layers, dtype, device = len(self.layers), weight.dtype, weight.device
-        cache_shape = (layers, slots, self.kv_heads, max_len, self.head_dim)
+        self.scratch_slot = slots  # one extra slot absorbs the writes of padding rows in graph buckets
+        cache_shape = (layers, slots + 1, self.kv_heads, max_len, self.head_dim)
         self.register_buffer("keys", torch.zeros(cache_shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("values", torch.zeros(cache_shape, dtype=dtype, device=device), persistent=False)
         first = self.layers[0]
         widths = {"q": _plain(first.self_attn.q_proj).out_features, "v": _plain(first.self_attn.v_proj).out_features,
                   "up": _plain(first.mlp.up_proj).out_features}
-        self.scales = {t: torch.ones(layers, slots, w, dtype=dtype, device=device) for t, w in widths.items()}
+        self.scales = {t: torch.ones(layers, slots + 1, w, dtype=dtype, device=device) for t, w in widths.items()}
 
     # ------------------------------------------------------------------ slots
     def load_slot(self, slot: int, cache, length: int, vectors: list[dict[str, torch.Tensor] | None]) -> None:
@@ -72,16 +73,19 @@ class SlotDecoder(nn.Module):
 
     # ------------------------------------------------------------------- step
     @torch.no_grad()
-    def step(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, para: bool = True) -> torch.Tensor:
+    def step(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, para: bool = True,
+             full_length: bool = False) -> torch.Tensor:
         """Logits [rows, vocab] for one new token per row; ``positions[i]`` is where row i's token goes.
 
         ``para=False`` skips the three multiplies: the bare backbone, for benchmarks.
+        ``full_length`` attends over the whole cache (masked) instead of up to the longest row, so the
+        step has static shapes and no host synchronisation: what CUDA-graph capture needs.
         """
         model = self.model
         hidden = model.get_input_embeddings()(tokens).unsqueeze(1)  # [B, 1, d]
         cos, sin = model.model.rotary_emb(hidden, positions.unsqueeze(1))  # [B, 1, hd]
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        length = int(positions.max()) + 1
+        length = self.max_len if full_length else int(positions.max()) + 1
         visible = torch.arange(length, device=tokens.device).unsqueeze(0) <= positions.unsqueeze(1)  # [B, S]
         mask = visible[:, None, None, :]
         rows = tokens.shape[0]
@@ -117,3 +121,44 @@ class SlotDecoder(nn.Module):
             hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * up)
         hidden = model.model.norm(hidden)
         return model.lm_head(hidden[:, 0]).float()
+
+
+class GraphedStep:
+    """The decoding step captured in CUDA graphs, one per batch-size bucket; rows are padded to the bucket.
+
+    Padding rows decode into the decoder's scratch slot, so they never touch a real sequence's cache.
+    """
+
+    def __init__(self, decoder: SlotDecoder, max_rows: int, para: bool = True):
+        self.decoder, self.para = decoder, para
+        self.buckets = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if b < max_rows] + [max_rows]
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
+
+    def _capture(self, size: int):
+        device = self.decoder.keys.device
+        inputs = {"slots": torch.full((size,), self.decoder.scratch_slot, device=device),
+                  "tokens": torch.zeros(size, dtype=torch.long, device=device),
+                  "positions": torch.zeros(size, dtype=torch.long, device=device)}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph (allocator, lazy initialisations)
+            for _ in range(2):
+                self.decoder.step(**inputs, para=self.para, full_length=True)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = self.decoder.step(**inputs, para=self.para, full_length=True)
+        self.graphs[size] = (graph, inputs, logits)
+        return self.graphs[size]
+
+    def __call__(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        rows = slots.shape[0]
+        size = next(b for b in self.buckets if b >= rows)
+        graph, inputs, logits = self.graphs.get(size) or self._capture(size)
+        inputs["slots"].fill_(self.decoder.scratch_slot)
+        inputs["slots"][:rows] = slots
+        inputs["tokens"][:rows] = tokens
+        inputs["positions"].zero_()
+        inputs["positions"][:rows] = positions
+        graph.replay()
+        return logits[:rows]

@@ -17,7 +17,7 @@ from transformers import DynamicCache
 
 from ..model import BASE_ADAPTER, ParaModel
 from .adapter_store import AdapterStore
-from .decoder import SlotDecoder
+from .decoder import GraphedStep, SlotDecoder
 from .sampling import SamplingParams, sample
 
 
@@ -44,10 +44,15 @@ class Request:
 
 class Engine:
     def __init__(self, para: ParaModel, slots: int = 16, max_len: int = 1024, eos_token_ids: set[int] | None = None,
-                 device_adapters: int = 64):
+                 device_adapters: int = 64, cuda_graphs: bool | None = None):
         self.para = para.eval()
         self.adapters = AdapterStore(para, device_adapters)
         self.decoder = SlotDecoder(para.base_model, slots, max_len)
+        on_gpu = self.decoder.keys.is_cuda
+        if cuda_graphs and not on_gpu:
+            raise EngineError("CUDA graphs need the model on a CUDA device")
+        # On a GPU the decoding step is replayed from CUDA graphs (one per batch bucket); eager elsewhere.
+        self._decode = GraphedStep(self.decoder, slots) if (on_gpu if cuda_graphs is None else cuda_graphs) else self.decoder.step
         self.max_len = max_len
         self.free_slots = list(range(slots))
         self.waiting: deque[Request] = deque()
@@ -93,7 +98,7 @@ class Engine:
             slots = torch.tensor([r.slot for r in decoding], device=self.device)
             tokens = torch.tensor([r.tokens[-1] for r in decoding], device=self.device)
             positions = torch.tensor([len(r.prompt) + len(r.tokens) - 1 for r in decoding], device=self.device)
-            logits = self.decoder.step(slots, tokens, positions)
+            logits = self._decode(slots, tokens, positions)
             for request, row in zip(decoding, logits):
                 self._accept(request, row)
             touched += decoding
