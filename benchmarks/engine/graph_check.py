@@ -1,4 +1,4 @@
-"""Checks on a GPU that the engine replaying CUDA graphs gives the eager engine's tokens (mixed adapters, bare rows)."""
+"""On a GPU, from the repository root: the engine replaying CUDA graphs gives the eager engine's tokens."""
 import sys, torch
 sys.path.insert(0, "tests")
 from tiny_models import tiny_model, randomize_adapter
