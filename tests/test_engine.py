@@ -199,3 +199,55 @@ def test_static_full_length_step_used_by_cuda_graphs_equals_the_dynamic_step():
     torch.testing.assert_close(static, dynamic, atol=1e-5, rtol=1e-5)
     with pytest.raises(EngineError, match="CUDA graphs need"):
         Engine(para, slots=1, max_len=32, cuda_graphs=True)
+
+
+def peft_lora(arch, directory, rank, seed):
+    """A peft LoRA adapter on q and v with random (non-zero) B, saved to ``directory``."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_model(arch), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"]))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=g) * 0.3)
+    model.save_pretrained(directory)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+def test_lora_mode_equals_peft_merged_and_mixes_with_para_rows(arch, tmp_path):
+    lora = peft_lora(arch, tmp_path / "lora", rank=4, seed=5)
+    merged = lora.merge_and_unload().eval()
+    para = tiny_para(arch)
+    engine = Engine(para, slots=3, max_len=64, lora_rank=8)
+    engine.register_lora("lo", tmp_path / "lora")
+    batch = prompts([6, 8, 5, 7, 9])
+    names = ["lo", "a", BASE_ADAPTER, "lo", "b"]
+    requests = [engine.submit(p, n, SamplingParams(max_tokens=8, ignore_eos=True)) for p, n in zip(batch, names)]
+    engine.run_until_done()
+    for prompt, name, request in zip(batch, names, requests):
+        if name == "lo":
+            out = merged.generate(input_ids=torch.tensor([prompt]), max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                                  pad_token_id=0)
+            expected = out[0, len(prompt):].tolist()
+        else:
+            solo = Engine(para, slots=1, max_len=64)
+            alone = solo.submit(prompt, name, SamplingParams(max_tokens=8, ignore_eos=True))
+            solo.run_until_done()
+            expected = alone.tokens
+        assert request.tokens == expected, name
+
+
+def test_lora_mode_refuses_what_it_cannot_serve(tmp_path):
+    peft_lora("llama", tmp_path / "wide", rank=8, seed=1)
+    para = tiny_para("llama")
+    with pytest.raises(EngineError, match="no LoRA mode"):
+        Engine(para, slots=1, max_len=32).register_lora("x", tmp_path / "wide")
+    engine = Engine(para, slots=1, max_len=32, lora_rank=4)
+    with pytest.raises(EngineError, match="rank above the engine's maximum 4"):
+        engine.register_lora("x", tmp_path / "wide")
+    with pytest.raises(EngineError, match="already loaded"):
+        engine.register_lora("a", tmp_path / "wide")
+    with pytest.raises(AdapterLoadError, match="not a plain LoRA adapter"):
+        engine.register_lora("y", ADAPTERS / "copa")

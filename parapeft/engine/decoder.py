@@ -1,4 +1,4 @@
-"""One decoding step for a batch of KV-cache slots, each row with its own PARA vectors.
+"""One decoding step for a batch of KV-cache slots, each row with its own PARA vectors or LoRA matrices.
 
 The prefill of a prompt runs through ``ParaModel`` (the tested reference: it
 computes the prompt's vectors layer by layer and fills a cache); its keys,
@@ -35,7 +35,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class SlotDecoder(nn.Module):
     """Static KV cache and per-slot PARA scales for ``slots`` sequences of up to ``max_len`` tokens."""
 
-    def __init__(self, model: nn.Module, slots: int, max_len: int):
+    def __init__(self, model: nn.Module, slots: int, max_len: int, lora_rank: int = 0):
         super().__init__()
         config = model.config
         if config.model_type not in SUPPORTED:
@@ -57,6 +57,13 @@ class SlotDecoder(nn.Module):
         widths = {"q": _plain(first.self_attn.q_proj).out_features, "v": _plain(first.self_attn.v_proj).out_features,
                   "up": _plain(first.mlp.up_proj).out_features}
         self.scales = {t: torch.ones(layers, slots + 1, w, dtype=dtype, device=device) for t, w in widths.items()}
+        # LoRA mode (Punica/BGMV style): per-slot low-rank matrices on q and v, zero-padded to lora_rank.
+        self.lora_rank = lora_rank
+        hidden = _plain(first.self_attn.q_proj).in_features
+        self.lora_a = {t: torch.zeros(layers, slots + 1, lora_rank, hidden, dtype=dtype, device=device)
+                       for t in ("q", "v")} if lora_rank else {}
+        self.lora_b = {t: torch.zeros(layers, slots + 1, widths[t], lora_rank, dtype=dtype, device=device)
+                       for t in ("q", "v")} if lora_rank else {}
 
     # ------------------------------------------------------------------ slots
     def load_slot(self, slot: int, cache, length: int, vectors: list[dict[str, torch.Tensor] | None]) -> None:
@@ -70,8 +77,39 @@ class SlotDecoder(nn.Module):
                     buffer[index, slot] = layer_vectors[target][0]
                 else:
                     buffer[index, slot] = 1.0
+        if self.lora_rank:
+            for target in ("q", "v"):
+                self.lora_a[target][:, slot] = 0
+                self.lora_b[target][:, slot] = 0
 
-    # ------------------------------------------------------------------- step
+    def set_lora(self, slot: int, lora: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+        """Give ``slot`` a LoRA adapter's per-layer (A, scaled B) for q and v (``None``: no LoRA)."""
+        if not self.lora_rank:
+            if lora:
+                raise ValueError("this engine was built without a LoRA mode (lora_rank=0)")
+            return
+        for target in ("q", "v"):
+            self.lora_a[target][:, slot] = 0
+            self.lora_b[target][:, slot] = 0
+        for (index, target), (a, b) in (lora or {}).items():
+            rank = a.shape[0]
+            if rank > self.lora_rank:
+                raise ValueError(f"LoRA rank {rank} exceeds the engine's maximum {self.lora_rank}")
+            self.lora_a[target][index, slot, :rank] = a
+            self.lora_b[target][index, slot, :, :rank] = b
+        for buffer in self.scales.values():  # a LoRA (or bare) row carries no PARA vectors
+            buffer[:, slot] = 1.0
+
+    # ------------------------------------------------------------------- runs
+    @torch.no_grad()
+    def prefill(self, slot: int, token_ids: list[int]) -> torch.Tensor:
+        """Run a whole prompt through the slot's own weights (bare or LoRA) in one pass; logits of its last token."""
+        device = self.keys.device
+        tokens = torch.tensor([token_ids], device=device)
+        positions = torch.arange(len(token_ids), device=device).unsqueeze(0)
+        slots = torch.tensor([slot], device=device)
+        return self._run(slots, tokens, positions, len(token_ids), para=False)[:, -1]
+
     @torch.no_grad()
     def step(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, para: bool = True,
              full_length: bool = False) -> torch.Tensor:
@@ -81,46 +119,58 @@ class SlotDecoder(nn.Module):
         ``full_length`` attends over the whole cache (masked) instead of up to the longest row, so the
         step has static shapes and no host synchronisation: what CUDA-graph capture needs.
         """
-        model = self.model
-        hidden = model.get_input_embeddings()(tokens).unsqueeze(1)  # [B, 1, d]
-        cos, sin = model.model.rotary_emb(hidden, positions.unsqueeze(1))  # [B, 1, hd]
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         length = self.max_len if full_length else int(positions.max()) + 1
-        visible = torch.arange(length, device=tokens.device).unsqueeze(0) <= positions.unsqueeze(1)  # [B, S]
-        mask = visible[:, None, None, :]
-        rows = tokens.shape[0]
+        return self._run(slots, tokens.unsqueeze(1), positions.unsqueeze(1), length, para)[:, 0]
+
+    def _lora(self, target: str, index: int, slots: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        low = torch.einsum("btd,brd->btr", x, self.lora_a[target][index, slots])
+        return torch.einsum("btr,bor->bto", low, self.lora_b[target][index, slots])
+
+    def _run(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, length: int,
+             para: bool) -> torch.Tensor:
+        """Tokens [B, T] at positions [B, T] of their slots: write their keys and values, return logits [B, T, V]."""
+        model = self.model
+        rows, steps = tokens.shape
+        hidden = model.get_input_embeddings()(tokens)  # [B, T, d]
+        cos, sin = model.model.rotary_emb(hidden, positions)  # [B, T, hd]
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        visible = torch.arange(length, device=tokens.device).view(1, 1, -1) <= positions.unsqueeze(-1)  # [B, T, S]
+        mask = visible.unsqueeze(1)
         for index, layer in enumerate(self.layers):
             attn, mlp = layer.self_attn, layer.mlp
             x = layer.input_layernorm(hidden)
             q = _plain(attn.q_proj)(x)
             k = _plain(attn.k_proj)(x)
             v = _plain(attn.v_proj)(x)
+            if self.lora_rank:  # rows without LoRA hold zero matrices
+                q = q + self._lora("q", index, slots, x)
+                v = v + self._lora("v", index, slots, x)
             if para:
                 v = v * self.scales["v"][index, slots].unsqueeze(1)
-            q = q.view(rows, 1, self.heads, self.head_dim)
-            k = k.view(rows, 1, self.kv_heads, self.head_dim)
+            q = q.view(rows, steps, self.heads, self.head_dim)
+            k = k.view(rows, steps, self.kv_heads, self.head_dim)
             if hasattr(attn, "q_norm"):  # Qwen3: per-head norms; PARA scales the normalised query
                 q, k = _plain(attn.q_norm)(q), attn.k_norm(k)
             if para:
                 q = q * self.scales["q"][index, slots].view(rows, 1, self.heads, self.head_dim)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, 1, hd]
-            v = v.view(rows, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, hd]
+            v = v.view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            self.keys[index, slots, :, positions] = k[:, :, 0]
-            self.values[index, slots, :, positions] = v[:, :, 0]
+            self.keys[index, slots.unsqueeze(1), :, positions] = k.transpose(1, 2)
+            self.values[index, slots.unsqueeze(1), :, positions] = v.transpose(1, 2)
             keys = self.keys[index, slots, :, :length]
             values = self.values[index, slots, :, :length]
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
                                                  enable_gqa=self.heads != self.kv_heads)
-            hidden = hidden + _plain(attn.o_proj)(out.transpose(1, 2).reshape(rows, 1, -1))
+            hidden = hidden + _plain(attn.o_proj)(out.transpose(1, 2).reshape(rows, steps, -1))
             x = layer.post_attention_layernorm(hidden)
             up = _plain(mlp.up_proj)(x)
             if para:
                 up = up * self.scales["up"][index, slots].unsqueeze(1)
             hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * up)
         hidden = model.model.norm(hidden)
-        return model.lm_head(hidden[:, 0]).float()
+        return model.lm_head(hidden).float()
 
 
 class GraphedStep:

@@ -44,10 +44,11 @@ class Request:
 
 class Engine:
     def __init__(self, para: ParaModel, slots: int = 16, max_len: int = 1024, eos_token_ids: set[int] | None = None,
-                 device_adapters: int = 64, cuda_graphs: bool | None = None):
+                 device_adapters: int = 64, cuda_graphs: bool | None = None, lora_rank: int = 0):
         self.para = para.eval()
         self.adapters = AdapterStore(para, device_adapters)
-        self.decoder = SlotDecoder(para.base_model, slots, max_len)
+        self.loras: dict[str, dict] = {}  # LoRA mode: name -> per-layer (A, scaled B), on the device
+        self.decoder = SlotDecoder(para.base_model, slots, max_len, lora_rank=lora_rank)
         on_gpu = self.decoder.keys.is_cuda
         if cuda_graphs and not on_gpu:
             raise EngineError("CUDA graphs need the model on a CUDA device")
@@ -64,13 +65,29 @@ class Engine:
         self.device = para.base_model.get_input_embeddings().weight.device
 
     # --------------------------------------------------------------- requests
+    def register_lora(self, name: str, directory) -> None:
+        """Add a peft LoRA adapter (q, v) served by the LoRA mode, side by side with PARA adapters."""
+        from .lora import read_lora
+
+        if not self.decoder.lora_rank:
+            raise EngineError("this engine has no LoRA mode (start it with lora_rank > 0)")
+        if name in self.loras or name in self.adapters:
+            raise EngineError(f"adapter {name!r} is already loaded")
+        weights = read_lora(directory, len(self.decoder.layers))
+        dtype, device = self.decoder.keys.dtype, self.decoder.keys.device
+        self.loras[name] = {key: (a.to(device, dtype), b.to(device, dtype)) for key, (a, b) in weights.items()}
+        if max(a.shape[0] for a, _ in self.loras[name].values()) > self.decoder.lora_rank:
+            del self.loras[name]
+            raise EngineError(f"LoRA adapter {name!r} has a rank above the engine's maximum {self.decoder.lora_rank}")
+
     def submit(self, prompt: list[int], adapter: str = BASE_ADAPTER, sampling: SamplingParams | None = None) -> Request:
         sampling = sampling or SamplingParams()
         sampling.validate()
         if not prompt:
             raise EngineError("the prompt is empty")
-        if adapter != BASE_ADAPTER and adapter not in self.adapters:
-            raise EngineError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters.names()) or 'none'}")
+        if adapter != BASE_ADAPTER and adapter not in self.adapters and adapter not in self.loras:
+            known = self.adapters.names() + list(self.loras)
+            raise EngineError(f"unknown adapter {adapter!r}; loaded: {', '.join(known) or 'none'}")
         if len(prompt) + sampling.max_tokens > self.max_len:
             raise EngineError(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_tokens}) exceeds the context of {self.max_len}")
         request = Request(list(prompt), adapter, sampling, id=next(self._ids))
@@ -110,6 +127,11 @@ class Engine:
 
     def _prefill(self, request: Request) -> None:
         request.slot = self.free_slots.pop(0)
+        if request.adapter in self.loras:  # LoRA mode: the decoder prefills with the slot's own matrices
+            self.decoder.set_lora(request.slot, self.loras[request.adapter])
+            self.running.append(request)
+            self._accept(request, self.decoder.prefill(request.slot, request.prompt)[0])
+            return
         if request.adapter != BASE_ADAPTER:
             self.adapters.acquire(request.adapter)  # from CPU memory if it was evicted: milliseconds, between steps
         ids = torch.tensor([request.prompt], device=self.device)
