@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128])
     parser.add_argument("--prompt", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--lora-ranks", type=int, nargs="*", default=None,
+                        help="LoRA-mode ranks to time (default: 8, 16 and the rank matching PARA's parameter count)")
     parser.add_argument("--output", default=str(Path(__file__).with_name("decode_step.json")))
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -69,6 +71,18 @@ def main() -> None:
         scales.copy_(1 + 0.1 * torch.randn(scales.shape, generator=generator, device=device, dtype=torch.float32).to(dtype))
     decoder.keys.normal_(generator=generator)
     decoder.values.normal_(generator=generator)
+    config = model.config
+    per_rank = config.num_hidden_layers * (2 * config.hidden_size + decoder.scales["q"].shape[-1] + decoder.scales["v"].shape[-1])
+    para_params = para.get_nb_trainable_parameters()[0]
+    lora_ranks = args.lora_ranks if args.lora_ranks is not None else sorted({8, 16, round(para_params / per_rank)})
+    lora_decoders = {}
+    for rank in lora_ranks:  # every slot holds a LoRA adapter of its own (random matrices)
+        lora_decoders[rank] = SlotDecoder(model, max_batch, args.prompt + 8, lora_rank=rank)
+        for buffers in (lora_decoders[rank].lora_a, lora_decoders[rank].lora_b):
+            for tensor in buffers.values():
+                tensor.normal_(std=0.01, generator=generator)
+        lora_decoders[rank].keys.copy_(decoder.keys)
+        lora_decoders[rank].values.copy_(decoder.values)
     rows = []
     for batch in args.batch_sizes:
         slots = torch.arange(batch, device=device)
@@ -88,7 +102,14 @@ def main() -> None:
                 rows.append({"shape": args.shape, "mode": mode, "batch_size": batch,
                              "distinct_adapters": batch if use_para else 0, "step_ms": round(ms, 3),
                              "hbm_floor_ms": round(floor_ms, 3)})
-        print(" | ".join(f"{r['mode']} {r['step_ms']:.3f} ms" for r in rows if r["batch_size"] == batch),
+        for rank, lora_decoder in lora_decoders.items():
+            run = GraphedStep(lora_decoder, max_batch, para=False) if device == "cuda" else (
+                lambda s, t, p, d=lora_decoder: d.step(s, t, p, para=False))
+            ms = timed(lambda: run(slots, tokens, positions), args.steps, device)
+            rows.append({"shape": args.shape, "mode": "lora_graph" if device == "cuda" else "lora", "lora_rank": rank,
+                         "lora_params": rank * per_rank, "para_params": para_params, "batch_size": batch,
+                         "distinct_adapters": batch, "step_ms": round(ms, 3), "hbm_floor_ms": round(floor_ms, 3)})
+        print(" | ".join(f"{r['mode']}{r.get('lora_rank', '')} {r['step_ms']:.3f} ms" for r in rows if r["batch_size"] == batch),
               f"(batch {batch}, floor {floor_ms:.2f} ms)", flush=True)
     versions = {"torch": torch.__version__, "python": platform.python_version()}
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.machine()})"
