@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
         for name, directory in named[1:]:
             para.load_adapter(directory, name)
     else:  # adapters come later over gRPC: wrap with a throw-away adapter, then remove it
-        para = ParaModel(model, ParaConfig(r=1), adapter_name="placeholder").eval()
-        para.delete_adapter("placeholder")
+        para = ParaModel(model, ParaConfig(r=1), adapter_name="initial").eval()
+        para.delete_adapter("initial")
     service = EngineService(para, tokenizer, args.model, slots=args.slots, max_len=args.max_len,
                             device_adapters=args.device_adapters)
     server, port = serve(service, args.port, args.host)
