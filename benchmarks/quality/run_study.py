@@ -215,7 +215,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--lrs", nargs="+", type=float, default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--lrs", nargs="+", type=float, default=[3e-4, 1e-3, 3e-3, 1e-2])
     parser.add_argument("--rank", type=int, default=12, help="PARA's r; baselines are budget-matched to it")
     parser.add_argument("--ablation-tasks", nargs="+", default=["copa", "boolq"])
     parser.add_argument("--ablation-ranks", nargs="+", type=int, default=[4, 32])
