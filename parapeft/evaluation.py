@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .tasks import Example, Task
-from .training.batching import Encoded, collate, encode_prompt, encode_response, end_of_turn, left_pad
+from .training.batching import Encoded, collate, encode_prompt, encode_response, end_of_turn, left_pad, padding_id
 
 
 @dataclass
@@ -34,7 +34,7 @@ def generate_answers(model, tokenizer, examples: list[Example], max_new_tokens: 
     prompts = [encode_prompt(tokenizer, e, max_length - max_new_tokens + 1) for e in examples]
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(examples)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = padding_id(tokenizer)
     with tqdm(total=len(examples), desc="generating", unit="ex", disable=not progress) as bar:
         for batch in _batches(order, batch_size):
             ids, mask = left_pad([prompts[i] for i in batch], pad_id)
@@ -60,7 +60,7 @@ def choice_scores(model, tokenizer, examples: list[Example], max_length: int, ba
             answer = answer[: max_length - len(prompt)]
             rows.append((i, j, Encoded(prompt + answer, [-100] * len(prompt) + answer)))
     scores = [[0.0] * len(e.choices or []) for e in examples]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = padding_id(tokenizer)
     order = sorted(range(len(rows)), key=lambda k: len(rows[k][2].input_ids))
     with tqdm(total=len(rows), desc="scoring choices", unit="seq", disable=not progress) as bar:
         for batch in _batches(order, batch_size):

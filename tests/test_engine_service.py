@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-import torch
 
 from parapeft import BASE_ADAPTER, ParaConfig, get_para_model
 from parapeft.backbones import load_base_model

@@ -156,7 +156,7 @@ NAMES = ("alpha", "beta", "gamma")
 @pytest.mark.parametrize("arch", ARCHS)
 def test_mixed_adapter_batch_equals_each_row_alone(arch):
     para = trained(arch, names=NAMES)
-    para.peft_config  # three adapters of ranks 4, 5 and 6 (zero-padded when stacked)
+    assert sorted(c.r for c in para.peft_config.values()) == [4, 5, 6]  # stacked with zero padding
     seqs = prompts([6, 9, 5, 8, 7])
     rows = ["beta", BASE_ADAPTER, "alpha", "gamma", "beta"]
     ids, mask = pad_batch(seqs, "left")

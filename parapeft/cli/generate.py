@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..backbones import load_base_model
     from ..model import ParaModel
+    from ..training.batching import padding_id
 
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be at least 1")
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         attention_mask=torch.ones_like(input_ids),
         max_new_tokens=args.max_new_tokens,
         streamer=streamer,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        pad_token_id=padding_id(tokenizer),
         **sampling,
     )
     sys.stdout.flush()

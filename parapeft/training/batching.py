@@ -19,6 +19,11 @@ class Encoded:
     labels: list[int]  # -100 on the prompt: the loss is on the response only, and PARA pools the -100 part
 
 
+def padding_id(tokenizer) -> int:
+    """The id that pads batches: the tokenizer's pad token, else its eos (padding is masked either way)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def end_of_turn(tokenizer) -> list[int]:
     """Tokens that close a response, so the model learns to stop (the chat models' eos)."""
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..tasks import get_task
-from .batching import PromptTooLongError, collate, encode_for_training
+from .batching import PromptTooLongError, collate, encode_for_training, padding_id
 from .checkpoint import load_checkpoint, save_checkpoint
 from .methods import attach, count_on_meta, match_budget, trainable_parameters
 
@@ -152,7 +152,7 @@ def train(args: TrainArgs) -> dict:
         return value
 
     order = ExampleOrder(len(encoded), args.seed)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = padding_id(tokenizer)
     model.train()
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"{args.method} on {args.task}", unit="step",
                disable=not (args.progress and accelerator.is_main_process))
