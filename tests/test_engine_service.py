@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -137,6 +138,38 @@ def test_adapters_load_list_unload_and_bad_files(client, tiny, tmp_path):
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     health = stub.Health(pb.HealthRequest())
     assert health.serving and health.model == "tiny" and health.api_version == 1 and health.max_context == 128
+    assert health.slots == 4
+
+
+def test_adapters_sent_inline_validate_and_load_like_a_directory(client, tiny, tmp_path):
+    stub, _ = client
+    _, _, beta_dir = tiny
+    config = (beta_dir / "adapter_config.json").read_bytes()
+    weights = (beta_dir / "adapter_model.safetensors").read_bytes()
+    checked = stub.LoadAdapter(pb.LoadAdapterRequest(name="beta", config_json=config, weights=weights, validate_only=True))
+    assert checked.parameters > 0
+    assert "beta" not in {a.name for a in stub.ListAdapters(pb.ListAdaptersRequest()).adapters}  # only checked
+    stub.LoadAdapter(pb.LoadAdapterRequest(name="acme/beta@1", config_json=config, weights=weights))
+    stub.LoadAdapter(pb.LoadAdapterRequest(name="beta", path=str(beta_dir)))
+    sampling = pb.SamplingParams(max_tokens=6, ignore_eos=True)
+    inline, _, _ = collect(stub, adapter="acme/beta@1", prompt="the dog", sampling=sampling)
+    from_disk, _, _ = collect(stub, adapter="beta", prompt="the dog", sampling=sampling)
+    assert inline == from_disk
+    # A wider backbone's adapter: same file format, wrong shapes for this one.
+    wide = json.loads(config)
+    wide["dims"] = {**wide["dims"], "hidden": wide["dims"]["hidden"] * 2}
+    for bad_config, bad_weights, needle in [(json.dumps(wide).encode(), weights, "hidden"),
+                                            (config, weights[:-7], "safetensors"),
+                                            (b"{not json", weights, "config"),
+                                            (config, b"", "give the adapter")]:
+        with pytest.raises(grpc.RpcError) as error:
+            stub.LoadAdapter(pb.LoadAdapterRequest(name="bad", config_json=bad_config, weights=bad_weights,
+                                                   validate_only=True))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in error.value.details()
+    big = pb.LoadAdapterRequest(name="big", config_json=config, weights=weights + b"\0" * (8 << 20))
+    with pytest.raises(grpc.RpcError) as error:  # over gRPC's default 4 MiB, under the worker's limit: read, then refused
+        stub.LoadAdapter(big)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_hundreds_of_concurrent_streams_all_complete(client):

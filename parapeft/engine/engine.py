@@ -55,6 +55,7 @@ class Engine:
         # On a GPU the decoding step is replayed from CUDA graphs (one per batch bucket); eager elsewhere.
         self._decode = GraphedStep(self.decoder, slots) if (on_gpu if cuda_graphs is None else cuda_graphs) else self.decoder.step
         self.max_len = max_len
+        self.slots = slots
         self.free_slots = list(range(slots))
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []

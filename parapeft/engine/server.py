@@ -14,6 +14,7 @@ from .sampling import SamplingParams
 from .service import EngineService
 
 API_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def _sampling(message: pb.SamplingParams, default_max_tokens: int) -> SamplingParams:
@@ -63,7 +64,8 @@ class EngineServicer(pb_grpc.EngineServicer):
 
     def LoadAdapter(self, request, context):
         try:
-            return pb.AdapterInfo(**self.service.load_adapter(request.name, request.path))
+            return pb.AdapterInfo(**self.service.load_adapter(
+                request.name, request.path, request.config_json, request.weights, request.validate_only))
         except (AdapterLoadError, FileNotFoundError) as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except (EngineError, ValueError) as err:
@@ -83,7 +85,7 @@ class EngineServicer(pb_grpc.EngineServicer):
 
     def Health(self, request, context):
         return pb.HealthResponse(serving=self.service.serving, model=self.service.model_name, api_version=API_VERSION,
-                                 max_context=self.service.engine.max_len)
+                                 max_context=self.service.engine.max_len, slots=self.service.engine.slots)
 
     def Stats(self, request, context):
         return pb.StatsResponse(**self.service.stats())
@@ -91,7 +93,9 @@ class EngineServicer(pb_grpc.EngineServicer):
 
 def serve(service: EngineService, port: int, host: str = "127.0.0.1", threads: int = 64) -> tuple[grpc.Server, int]:
     """Start the server; returns it and the bound port (pass port 0 for a free one)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    # Adapters may come inline in LoadAdapter: allow messages as large as the gateway's upload limit.
+    limits = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=limits)
     pb_grpc.add_EngineServicer_to_server(EngineServicer(service), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:

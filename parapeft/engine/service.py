@@ -7,11 +7,14 @@ text is detokenised incrementally and stop strings are applied here, on text.
 from __future__ import annotations
 
 import queue
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from ..config import CONFIG_NAME, WEIGHTS_NAME
 from ..model import BASE_ADAPTER, ParaModel
 from .engine import Engine, EngineError, Request
 from .sampling import SamplingParams
@@ -80,7 +83,22 @@ class EngineService:
                 self._publish(stream)
 
     # ---------------------------------------------------------------- adapters
-    def load_adapter(self, name: str, path: str) -> dict:
+    def load_adapter(self, name: str, path: str | None = None, config_json: bytes | None = None,
+                     weights: bytes | None = None, validate_only: bool = False) -> dict:
+        """Load an adapter from a directory, or from its two files' bytes (written to a private temporary
+        directory, read into memory, then removed). ``validate_only`` checks it against the backbone and
+        returns its info without loading it."""
+        if not path:
+            if not config_json or not weights:
+                raise ValueError("give the adapter's path, or both its config JSON and its weights")
+            with tempfile.TemporaryDirectory(prefix="para-adapter-") as tmp:
+                (Path(tmp) / CONFIG_NAME).write_bytes(config_json)
+                (Path(tmp) / WEIGHTS_NAME).write_bytes(weights)
+                return self.load_adapter(name, tmp, validate_only=validate_only)
+        if validate_only:
+            config, tensors = self.engine.adapters.para.read_adapter(path)
+            return {"name": name, "parameters": sum(t.numel() for t in tensors.values()),
+                    "base_model": config.base_model_name_or_path or ""}
         with self.lock:
             if name in self.engine.adapters:
                 raise EngineError(f"adapter {name!r} is already loaded")

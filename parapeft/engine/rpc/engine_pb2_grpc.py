@@ -77,7 +77,7 @@ class EngineServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LoadAdapter(self, request, context):
-        """Loads a PARA adapter directory (adapter_config.json + adapter_model.safetensors) on the worker's disk.
+        """Loads a PARA adapter (adapter_config.json + adapter_model.safetensors) from the worker's disk or inline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
