@@ -183,7 +183,7 @@ def test_registering_a_bad_adapter_is_refused_and_changes_nothing(tmp_path):
     assert set(engine.adapters.names()) == {"a", "b"} and set(para.peft_config) == {"a", "b"}
 
 
-def test_static_full_length_step_used_by_cuda_graphs_equals_the_dynamic_step():
+def test_static_length_step_used_by_cuda_graphs_equals_the_dynamic_step():
     para = tiny_para("qwen2")
     engine = Engine(para, slots=3, max_len=48)
     requests = [engine.submit(p, a, SamplingParams(max_tokens=4, ignore_eos=True)) for p, a in
@@ -195,7 +195,7 @@ def test_static_full_length_step_used_by_cuda_graphs_equals_the_dynamic_step():
     keys = engine.decoder.keys.clone()
     dynamic = engine.decoder.step(slots, tokens, positions)
     engine.decoder.keys.copy_(keys)
-    static = engine.decoder.step(slots, tokens, positions, full_length=True)
+    static = engine.decoder.step(slots, tokens, positions, length=engine.decoder.max_len)
     torch.testing.assert_close(static, dynamic, atol=1e-5, rtol=1e-5)
     with pytest.raises(EngineError, match="CUDA graphs need"):
         Engine(para, slots=1, max_len=32, cuda_graphs=True)
@@ -251,3 +251,27 @@ def test_lora_mode_refuses_what_it_cannot_serve(tmp_path):
         engine.register_lora("a", tmp_path / "wide")
     with pytest.raises(AdapterLoadError, match="not a plain LoRA adapter"):
         engine.register_lora("y", ADAPTERS / "copa")
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_small_batches_gather_slots_and_large_ones_attend_in_place_with_the_same_result(arch):
+    """A row's logits do not depend on which attention path its batch takes, nor on the compiled step."""
+    para = tiny_para(arch)
+    engine = Engine(para, slots=6, max_len=48)
+    requests = [engine.submit(p, a, SamplingParams(max_tokens=4, ignore_eos=True)) for p, a in
+                zip(prompts([5, 9, 7, 4, 6, 8]), ["a", "b", BASE_ADAPTER, "a", "b", "a"])]
+    engine.step()  # prefill all six
+    slots = torch.tensor([r.slot for r in requests])
+    tokens = torch.tensor([r.tokens[-1] for r in requests])
+    positions = torch.tensor([len(r.prompt) for r in requests])
+    keys, values = engine.decoder.keys.clone(), engine.decoder.values.clone()
+    whole = engine.decoder.step(slots, tokens, positions)  # 6 rows of 7 slots: in place
+    for pick in ([1], [4, 0]):  # under half the slots: gathered
+        engine.decoder.keys.copy_(keys)
+        engine.decoder.values.copy_(values)
+        part = engine.decoder.step(slots[pick], tokens[pick], positions[pick])
+        torch.testing.assert_close(part, whole[pick], atol=1e-5, rtol=1e-5)
+    engine.decoder.keys.copy_(keys)
+    engine.decoder.values.copy_(values)
+    compiled = torch.compile(engine.decoder.step, fullgraph=True, dynamic=False)
+    torch.testing.assert_close(compiled(slots, tokens, positions, length=48), whole, atol=1e-4, rtol=1e-4)

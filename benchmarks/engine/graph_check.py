@@ -1,17 +1,27 @@
-"""On a GPU, from the repository root: the engine replaying CUDA graphs gives the eager engine's tokens."""
-import sys, torch
+"""On a GPU, from the repository root: the engine replaying CUDA graphs (eager kernels, then compiled ones)
+gives the eager engine's tokens, for a batch mixing PARA adapters and the bare model."""
+import sys
+
+import torch
+
 sys.path.insert(0, "tests")
-from tiny_models import tiny_model, randomize_adapter
-from parapeft import ParaConfig, get_para_model, BASE_ADAPTER
-from parapeft.engine import Engine, SamplingParams
+from tiny_models import randomize_adapter, tiny_model  # noqa: E402
+
+from parapeft import BASE_ADAPTER, ParaConfig, get_para_model  # noqa: E402
+from parapeft.engine import Engine, SamplingParams  # noqa: E402
+
 para = get_para_model(tiny_model("llama"), ParaConfig(r=4), adapter_name="a")
 randomize_adapter(para, "a", 1)
 para = para.cuda().eval()
-out = []
-for graphs in (False, True):
-    e = Engine(para, slots=4, max_len=64, cuda_graphs=graphs)
+out = {}
+for name, options in {"eager": {"cuda_graphs": False}, "graphs": {"cuda_graphs": True},
+                      "compiled graphs": {"cuda_graphs": True, "compile": True}}.items():
+    engine = Engine(para, slots=4, max_len=96, **options)
     g = torch.Generator().manual_seed(0)
-    rs = [e.submit(torch.randint(3, 96, (n,), generator=g).tolist(), a, SamplingParams(max_tokens=10, ignore_eos=True)) for n, a in zip((5, 9, 7, 6, 8), ["a", BASE_ADAPTER, "a", "a", BASE_ADAPTER])]
-    e.run_until_done()
-    out.append([r.tokens for r in rs])
-print("graph engine equals eager engine:", out[0] == out[1])
+    requests = [engine.submit(torch.randint(3, 96, (n,), generator=g).tolist(), a,
+                              SamplingParams(max_tokens=40, ignore_eos=True))
+                for n, a in zip((5, 9, 7, 6, 8), ["a", BASE_ADAPTER, "a", "a", BASE_ADAPTER])]
+    engine.run_until_done()
+    out[name] = [r.tokens for r in requests]
+for name in ("graphs", "compiled graphs"):
+    print(f"{name} engine equals eager engine:", out[name] == out["eager"])

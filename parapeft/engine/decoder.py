@@ -112,19 +112,48 @@ class SlotDecoder(nn.Module):
 
     @torch.no_grad()
     def step(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, para: bool = True,
-             full_length: bool = False) -> torch.Tensor:
+             length: int | None = None) -> torch.Tensor:
         """Logits [rows, vocab] for one new token per row; ``positions[i]`` is where row i's token goes.
 
         ``para=False`` skips the three multiplies: the bare backbone, for benchmarks.
-        ``full_length`` attends over the whole cache (masked) instead of up to the longest row, so the
-        step has static shapes and no host synchronisation: what CUDA-graph capture needs.
+        ``length`` is how much of each slot attention reads (masked beyond each row's position); it must
+        exceed every position. Given, the step has static shapes and no host synchronisation, which CUDA
+        graph capture needs; by default it is the longest row's.
         """
-        length = self.max_len if full_length else int(positions.max()) + 1
+        length = int(positions.max()) + 1 if length is None else length
         return self._run(slots, tokens.unsqueeze(1), positions.unsqueeze(1), length, para)[:, 0]
 
     def _lora(self, target: str, index: int, slots: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         low = torch.einsum("btd,brd->btr", x, self.lora_a[target][index, slots])
         return torch.einsum("btr,bor->bto", low, self.lora_b[target][index, slots])
+
+    def _attend(self, index: int, slots: torch.Tensor, q: torch.Tensor, positions: torch.Tensor, length: int,
+                scale: float) -> torch.Tensor:
+        """Attention of queries [B, H, T, hd] over their slots' cached keys and values: [B, H, T, hd].
+
+        The G query heads that share a key/value head are laid out as G × T query positions of that head,
+        so grouped-query attention never copies keys and values G times. A batch that fills most slots
+        attends over all slots in place (views, no copy) and picks its rows' outputs; a small batch
+        gathers its own slots' caches instead.
+        """
+        rows, heads, steps, head_dim = q.shape
+        group = heads // self.kv_heads
+        all_slots = steps == 1 and 2 * rows >= self.keys.shape[1]
+        if all_slots:
+            visible_to = torch.zeros(self.keys.shape[1], dtype=positions.dtype, device=q.device)
+            visible_to[slots] = positions[:, 0]  # slots outside the batch see position 0 (outputs unused)
+            grouped = q.new_zeros(self.keys.shape[1], self.kv_heads, group * steps, head_dim)
+            grouped[slots] = q.reshape(rows, self.kv_heads, group * steps, head_dim)
+            keys, values = self.keys[index, :, :, :length], self.values[index, :, :, :length]
+            visible = torch.arange(length, device=q.device).view(1, 1, -1) <= visible_to.view(-1, 1, 1)
+            out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=visible.unsqueeze(1), scale=scale)
+            return out[slots].view(rows, heads, steps, head_dim)
+        keys, values = self.keys[index, slots, :, :length], self.values[index, slots, :, :length]
+        visible = torch.arange(length, device=q.device).view(1, 1, -1) <= positions.unsqueeze(-1)  # [B, T, S]
+        mask = visible.unsqueeze(1).expand(rows, group, steps, length).reshape(rows, 1, group * steps, length)
+        grouped = q.reshape(rows, self.kv_heads, group * steps, head_dim)
+        out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=scale)
+        return out.view(rows, heads, steps, head_dim)
 
     def _run(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, length: int,
              para: bool) -> torch.Tensor:
@@ -134,8 +163,8 @@ class SlotDecoder(nn.Module):
         hidden = model.get_input_embeddings()(tokens)  # [B, T, d]
         cos, sin = model.model.rotary_emb(hidden, positions)  # [B, T, hd]
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        visible = torch.arange(length, device=tokens.device).view(1, 1, -1) <= positions.unsqueeze(-1)  # [B, T, S]
-        mask = visible.unsqueeze(1)
+        # Every row's vectors for every layer, gathered once per step (three gathers, not three per layer).
+        scales = {t: buffer[:, slots].unsqueeze(2) for t, buffer in self.scales.items()} if para else None
         for index, layer in enumerate(self.layers):
             attn, mlp = layer.self_attn, layer.mlp
             x = layer.input_layernorm(hidden)
@@ -145,66 +174,73 @@ class SlotDecoder(nn.Module):
             if self.lora_rank:  # rows without LoRA hold zero matrices
                 q = q + self._lora("q", index, slots, x)
                 v = v + self._lora("v", index, slots, x)
-            if para:
-                v = v * self.scales["v"][index, slots].unsqueeze(1)
+            if scales:
+                v = v * scales["v"][index]
             q = q.view(rows, steps, self.heads, self.head_dim)
             k = k.view(rows, steps, self.kv_heads, self.head_dim)
             if hasattr(attn, "q_norm"):  # Qwen3: per-head norms; PARA scales the normalised query
                 q, k = _plain(attn.q_norm)(q), attn.k_norm(k)
-            if para:
-                q = q * self.scales["q"][index, slots].view(rows, 1, self.heads, self.head_dim)
+            if scales:
+                q = q * scales["q"][index].view(rows, 1, self.heads, self.head_dim)
             q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, hd]
             v = v.view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.keys[index, slots.unsqueeze(1), :, positions] = k.transpose(1, 2)
             self.values[index, slots.unsqueeze(1), :, positions] = v.transpose(1, 2)
-            keys = self.keys[index, slots, :, :length]
-            values = self.values[index, slots, :, :length]
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
-                                                 enable_gqa=self.heads != self.kv_heads)
+            out = self._attend(index, slots, q, positions, length, attn.scaling)
             hidden = hidden + _plain(attn.o_proj)(out.transpose(1, 2).reshape(rows, steps, -1))
             x = layer.post_attention_layernorm(hidden)
             up = _plain(mlp.up_proj)(x)
-            if para:
-                up = up * self.scales["up"][index, slots].unsqueeze(1)
+            if scales:
+                up = up * scales["up"][index]
             hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * up)
         hidden = model.model.norm(hidden)
         return model.lm_head(hidden).float()
 
 
 class GraphedStep:
-    """The decoding step captured in CUDA graphs, one per batch-size bucket; rows are padded to the bucket.
+    """The decoding step captured in CUDA graphs, one per (batch bucket, context bucket).
 
-    Padding rows decode into the decoder's scratch slot, so they never touch a real sequence's cache.
+    Rows are padded to the batch bucket and decode into the decoder's scratch slot, so they never touch
+    a real sequence's cache; attention reads each slot up to the context bucket (powers of two, then
+    the whole cache), so short sequences do not pay for the longest context the engine allows.
+    ``compile`` first compiles the step with ``torch.compile`` (Inductor fuses the norms, rotary
+    embedding and PARA multiplies into fewer kernels); the graphs then replay the compiled kernels.
     """
 
-    def __init__(self, decoder: SlotDecoder, max_rows: int, para: bool = True):
+    def __init__(self, decoder: SlotDecoder, max_rows: int, para: bool = True, compile: bool = False):
         self.decoder, self.para = decoder, para
         self.buckets = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if b < max_rows] + [max_rows]
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
+        self.lengths = [n for n in (64, 128, 256, 512, 1024, 2048, 4096, 8192) if n < decoder.max_len] + [decoder.max_len]
+        self.step = torch.compile(decoder.step, fullgraph=True, dynamic=False) if compile else decoder.step
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
 
-    def _capture(self, size: int):
+    def _capture(self, size: int, length: int):
         device = self.decoder.keys.device
         inputs = {"slots": torch.full((size,), self.decoder.scratch_slot, device=device),
                   "tokens": torch.zeros(size, dtype=torch.long, device=device),
                   "positions": torch.zeros(size, dtype=torch.long, device=device)}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up outside the graph (allocator, lazy initialisations)
+        with torch.cuda.stream(side):  # warm-up outside the graph (compilation, allocator, lazy initialisations)
             for _ in range(2):
-                self.decoder.step(**inputs, para=self.para, full_length=True)
+                self.step(**inputs, para=self.para, length=length)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            logits = self.decoder.step(**inputs, para=self.para, full_length=True)
-        self.graphs[size] = (graph, inputs, logits)
-        return self.graphs[size]
+            logits = self.step(**inputs, para=self.para, length=length)
+        self.graphs[size, length] = (graph, inputs, logits)
+        return self.graphs[size, length]
 
-    def __call__(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
+                 length: int | None = None) -> torch.Tensor:
+        """As ``SlotDecoder.step``; pass ``length`` (longest position + 1, known on the host) to avoid a sync."""
         rows = slots.shape[0]
         size = next(b for b in self.buckets if b >= rows)
-        graph, inputs, logits = self.graphs.get(size) or self._capture(size)
+        needed = int(positions.max()) + 1 if length is None else length
+        context = next(n for n in self.lengths if n >= needed)
+        graph, inputs, logits = self.graphs.get((size, context)) or self._capture(size, context)
         inputs["slots"].fill_(self.decoder.scratch_slot)
         inputs["slots"][:rows] = slots
         inputs["tokens"][:rows] = tokens

@@ -44,7 +44,8 @@ class Request:
 
 class Engine:
     def __init__(self, para: ParaModel, slots: int = 16, max_len: int = 1024, eos_token_ids: set[int] | None = None,
-                 device_adapters: int = 64, cuda_graphs: bool | None = None, lora_rank: int = 0):
+                 device_adapters: int = 64, cuda_graphs: bool | None = None, lora_rank: int = 0,
+                 compile: bool = False):
         self.para = para.eval()
         self.adapters = AdapterStore(para, device_adapters)
         self.loras: dict[str, dict] = {}  # LoRA mode: name -> per-layer (A, scaled B), on the device
@@ -53,7 +54,10 @@ class Engine:
         if cuda_graphs and not on_gpu:
             raise EngineError("CUDA graphs need the model on a CUDA device")
         # On a GPU the decoding step is replayed from CUDA graphs (one per batch bucket); eager elsewhere.
-        self._decode = GraphedStep(self.decoder, slots) if (on_gpu if cuda_graphs is None else cuda_graphs) else self.decoder.step
+        graphs = on_gpu if cuda_graphs is None else cuda_graphs
+        if compile and not graphs:
+            raise EngineError("compile applies to the CUDA-graph decoding step (a CUDA device)")
+        self._decode = GraphedStep(self.decoder, slots, compile=compile) if graphs else self.decoder.step
         self.max_len = max_len
         self.slots = slots
         self.free_slots = list(range(slots))
@@ -115,8 +119,9 @@ class Engine:
         if decoding:
             slots = torch.tensor([r.slot for r in decoding], device=self.device)
             tokens = torch.tensor([r.tokens[-1] for r in decoding], device=self.device)
-            positions = torch.tensor([len(r.prompt) + len(r.tokens) - 1 for r in decoding], device=self.device)
-            logits = self._decode(slots, tokens, positions)
+            where = [len(r.prompt) + len(r.tokens) - 1 for r in decoding]
+            positions = torch.tensor(where, device=self.device)
+            logits = self._decode(slots, tokens, positions, length=max(where) + 1)
             for request, row in zip(decoding, logits):
                 self._accept(request, row)
             touched += decoding

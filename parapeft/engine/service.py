@@ -41,8 +41,8 @@ class _Stream:
 
 class EngineService:
     def __init__(self, para: ParaModel, tokenizer, model_name: str, slots: int = 16, max_len: int = 1024,
-                 device_adapters: int = 64):
-        self.engine = Engine(para, slots=slots, max_len=max_len, device_adapters=device_adapters)
+                 device_adapters: int = 64, compile: bool = False):
+        self.engine = Engine(para, slots=slots, max_len=max_len, device_adapters=device_adapters, compile=compile)
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.lock = threading.Lock()
