@@ -47,6 +47,7 @@ def test_mixed_batch_with_requests_joining_mid_flight_matches_each_request_alone
     assert [r.tokens for r in requests] == expected
     assert all(r.finish_reason in ("stop", "length") for r in requests)
     assert sorted(engine.free_slots) == [0, 1, 2]
+    assert engine.peak_batch[1] == 2 and engine.peak_batch[0] >= 2  # "a" and "b" decoded in one step
 
 
 def test_a_request_gets_the_same_tokens_alone_and_when_others_join_later():

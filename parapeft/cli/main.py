@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import demo, engine, evaluate, generate, info, train
+from . import demo, engine, evaluate, generate, info, platform, train
 
 COMMANDS = {
     "demo": demo, "train": train, "eval": evaluate, "generate": generate, "info": info, "engine": engine,
@@ -21,10 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in COMMANDS.items():
         module.add_parser(sub)
+    platform.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in platform.COMMANDS:
+        return platform.delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -60,6 +60,7 @@ class Engine:
         self._decode = GraphedStep(self.decoder, slots, compile=compile) if graphs else self.decoder.step
         self.max_len = max_len
         self.slots = slots
+        self.peak_batch = (0, 0)  # (rows, distinct adapters) of the decoding step that mixed the most adapters
         self.free_slots = list(range(slots))
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -122,6 +123,8 @@ class Engine:
             where = [len(r.prompt) + len(r.tokens) - 1 for r in decoding]
             positions = torch.tensor(where, device=self.device)
             logits = self._decode(slots, tokens, positions, length=max(where) + 1)
+            adapters = len({r.adapter for r in decoding} - {BASE_ADAPTER})
+            self.peak_batch = max(self.peak_batch, (len(decoding), adapters), key=lambda p: (p[1], p[0]))
             for request, row in zip(decoding, logits):
                 self._accept(request, row)
             touched += decoding

@@ -123,7 +123,8 @@ class EngineService:
             e = self.engine
             return {"running": len(e.running), "waiting": len(e.waiting), "free_slots": len(e.free_slots),
                     "requests_finished": self.finished, "tokens_generated": self.tokens_generated,
-                    "adapters_loaded": len(e.adapters.names())}
+                    "adapters_loaded": len(e.adapters.names()), "peak_batch_rows": e.peak_batch[0],
+                    "peak_batch_adapters": e.peak_batch[1]}
 
     # -------------------------------------------------------------------- loop
     def _loop(self) -> None:
