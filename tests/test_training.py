@@ -50,3 +50,31 @@ def test_gradients_flow_through_a_mixed_adapter_batch_to_each_adapter_only():
     grads = {name: param.grad for name, param in para.layers.named_parameters()}
     assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if ".a.up." in n or ".b.up." in n)
     assert all(g is None or g.abs().sum() == 0 for n, g in grads.items() if ".c." in n)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", ["para", "lora"])
+def test_response_only_logits_give_the_backbones_loss_and_gradients(arch, method):
+    """The training loss asks only for the logits it needs; loss and gradients equal the full ``labels=`` loss."""
+    from parapeft.training.batching import Encoded, collate
+    from parapeft.training.loss import response_loss
+    from parapeft.training.methods import attach
+    from tiny_models import randomize_adapter
+
+    torch.manual_seed(0)
+    model = attach(tiny_model(arch), method, 4, "mean", 0.0)
+    if method == "para":
+        randomize_adapter(model, "default", 1, scale=0.2)
+    rows = []  # right-padded rows whose responses start and end at different positions
+    for prompt, response in ((5, 3), (9, 1), (4, 6)):
+        ids = torch.randint(3, VOCAB, (prompt + response,)).tolist()
+        rows.append(Encoded(input_ids=ids, labels=[-100] * prompt + ids[prompt:]))
+    batch = collate(rows, 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    full = model(**batch).loss
+    full_grads = torch.autograd.grad(full, params)
+    ours = response_loss(model, batch, para=method == "para")
+    our_grads = torch.autograd.grad(ours, params)
+    torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-5)
+    for a, b in zip(our_grads, full_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

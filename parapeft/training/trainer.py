@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..tasks import get_task
 from .batching import PromptTooLongError, collate, encode_for_training, padding_id
 from .checkpoint import load_checkpoint, save_checkpoint
+from .loss import response_loss
 from .methods import attach, count_on_meta, match_budget, trainable_parameters
 
 
@@ -168,7 +169,7 @@ def train(args: TrainArgs) -> dict:
                 batch = collate([encoded[order[i]] for i in range(first, first + args.batch_size)], pad_id)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    loss = response_loss(model, batch, para=args.method == "para")
                     accelerator.backward(loss)
                     optimizer.step()
                     scheduler.step()
