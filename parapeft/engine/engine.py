@@ -145,7 +145,8 @@ class Engine:
             self.adapters.acquire(request.adapter)  # from CPU memory if it was evicted: milliseconds, between steps
         ids = torch.tensor([request.prompt], device=self.device)
         cache = DynamicCache(config=self.para.base_model.config)
-        out = self.para(input_ids=ids, adapter_names=[request.adapter], past_key_values=cache, use_cache=True)
+        out = self.para(input_ids=ids, adapter_names=[request.adapter], past_key_values=cache, use_cache=True,
+                        logits_to_keep=1)  # only the last position's logits are sampled from
         vectors = self.para.last_vectors() if request.adapter != BASE_ADAPTER else None
         self.decoder.load_slot(request.slot, out.past_key_values, len(request.prompt), vectors)
         self.running.append(request)
