@@ -1,0 +1,126 @@
+// Builds and starts one gateway: database, worker pool, registry, routes. startGateway() is the entry
+// point for the CLI (src/main.ts), for tests and for other TypeScript code.
+import { existsSync, readFileSync } from 'node:fs';
+import fastifyMultipart from '@fastify/multipart';
+import fastifyStatic from '@fastify/static';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import { pino, type Logger } from 'pino';
+import { Accounting } from './accounting.js';
+import { Authenticator } from './auth.js';
+import { type GatewayOptions, parseGatewayOptions } from './config.js';
+import { AdapterStore } from './db/adapters.js';
+import { openDatabase } from './db/database.js';
+import { KeyStore } from './db/keys.js';
+import { TenantStore } from './db/tenants.js';
+import { UsageStore } from './db/usage.js';
+import { installErrorHandlers } from './error-handler.js';
+import { GenerationService } from './generation.js';
+import { RateLimiter } from './limits.js';
+import { GatewayMetrics } from './metrics.js';
+import { openApiRoute, registerOpenApi } from './openapi.js';
+import { buildOverview } from './overview.js';
+import { AdapterFileStore } from './registry/files.js';
+import { AdapterRegistry } from './registry/registry.js';
+import { adapterRoutes } from './routes/adapters.js';
+import { adminRoutes } from './routes/admin.js';
+import { chatRoutes } from './routes/openai/chat.js';
+import { completionRoutes } from './routes/openai/completions.js';
+import { ChoiceRunner } from './routes/openai/execute.js';
+import { modelRoutes } from './routes/openai/models.js';
+import { opsRoutes } from './routes/ops.js';
+import { seedSharedAdapters } from './seed.js';
+import { TrafficWindow } from './traffic.js';
+import { loadEngineService } from './workers/proto.js';
+import { WorkerPool } from './workers/pool.js';
+import { Router } from './workers/router.js';
+
+export interface Gateway {
+  /** Base URL, e.g. http://127.0.0.1:8080 */
+  url: string;
+  app: FastifyInstance;
+  pool: WorkerPool;
+  registry: AdapterRegistry;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+const packageVersion = (): string =>
+  (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** How long startGateway waits for a healthy worker when shared adapters must be registered. */
+const SEED_WAIT_MS = 60_000;
+
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const config = parseGatewayOptions(options);
+  const logger = pino({ level: config.logLevel, name: 'para-gateway' });
+
+  const db = openDatabase(config.db);
+  const tenants = new TenantStore(db);
+  const keys = new KeyStore(db);
+  const usage = new UsageStore(db);
+  const pool = new WorkerPool(config.workers, loadEngineService(config.protoPath), {
+    intervalMs: config.healthIntervalMs,
+    timeoutMs: config.healthTimeoutMs,
+    logger,
+  });
+  const router = new Router(pool, logger);
+  const registry = new AdapterRegistry(new AdapterStore(db), new AdapterFileStore(config.dataDir), router);
+  const limiter = new RateLimiter();
+  const metrics = new GatewayMetrics(pool);
+  const traffic = new TrafficWindow();
+  const runner = new ChoiceRunner(new GenerationService(pool, router, metrics, logger), new Accounting(usage, limiter, metrics, traffic));
+  const auth = new Authenticator(config.operatorKey, keys, tenants);
+
+  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, bodyLimit: config.maxBodyBytes });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  installErrorHandlers(app);
+  await registerOpenApi(app, packageVersion());
+  await app.register(fastifyMultipart, { limits: { fileSize: config.maxAdapterBytes } });
+
+  await app.register(async (scope) => {
+    scope.addHook('onRequest', auth.requireKey);
+    const openai = { registry, limiter, runner, maxChoices: config.maxChoices };
+    modelRoutes(scope, registry, config.backbone, Math.floor(Date.now() / 1000));
+    chatRoutes(scope, openai);
+    completionRoutes(scope, openai);
+    adapterRoutes(scope, { registry, tenants, maxAdapterBytes: config.maxAdapterBytes, maxConfigBytes: config.maxConfigBytes });
+  });
+  await app.register(async (scope) => {
+    scope.addHook('onRequest', auth.requireOperator);
+    adminRoutes(scope, {
+      tenants, keys, usage, registry, limiter,
+      defaultRpm: config.defaultRpm,
+      defaultTpm: config.defaultTpm,
+      overview: () => buildOverview({ backbone: config.backbone, tenants, usage, registry, pool, traffic, qualityResults: config.qualityResults }),
+    });
+  });
+  opsRoutes(app, pool, metrics);
+  openApiRoute(app);
+  if (existsSync(config.dashboardDir)) {
+    await app.register(fastifyStatic, { root: config.dashboardDir, prefix: '/dashboard/' });
+    app.get('/dashboard', { schema: { hide: true } }, (_request, reply) => reply.redirect('/dashboard/'));
+  }
+
+  pool.start();
+  const close = async () => {
+    await app.close();
+    pool.close();
+    db.close();
+  };
+  try {
+    await app.listen({ host: config.host, port: config.port });
+    if (config.sharedAdapters.length > 0) {
+      if (!(await pool.waitForHealthy(SEED_WAIT_MS))) throw new Error('no healthy engine worker to validate the shared adapters against');
+      await seedSharedAdapters(registry, config.sharedAdapters, logger);
+    }
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  return { url: `http://${host}:${port}`, app, pool, registry, logger, close };
+}

@@ -1,0 +1,185 @@
+// The adapter registry: model ids (`copa`, `acme/support`, `acme/support@2`, `base`), who may see which,
+// validated uploads with versions, and deletion. A tenant sees its own adapters plus shared ones;
+// another tenant's adapters are reported as unknown, never as forbidden, so their names do not leak.
+import type { Caller } from '../auth.js';
+import type { AdapterStore, AdapterVersion } from '../db/adapters.js';
+import { nowSeconds } from '../db/database.js';
+import { ApiError, badRequest, forbidden, modelNotFound, notFound, unavailable } from '../errors.js';
+import { grpcStatus, isServiceError } from '../workers/client.js';
+import type { AdapterSource, Router } from '../workers/router.js';
+import { AdapterConfigError, parseAdapterConfig } from './adapter-config.js';
+import { type AdapterFiles, type AdapterFileStore, sha256 } from './files.js';
+import { SafetensorsError, parseSafetensors } from './safetensors.js';
+
+export const BASE_MODEL = 'base';
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const MODEL_PATTERN = /^(?:([a-z0-9][a-z0-9._-]{0,63})\/)?([a-z0-9][a-z0-9._-]{0,63})(?:@([1-9]\d{0,8}))?$/;
+
+export interface ResolvedModel extends AdapterSource {
+  /** The id without version: `base`, `copa` or `acme/support`. */
+  id: string;
+  version: number | null;
+}
+
+export interface AdapterView {
+  id: string;
+  owner: string | null;
+  version: number;
+  sha256: string;
+  bytes: number;
+  parameters: number;
+  created: number;
+  versions: number[];
+}
+
+export const adapterId = (owner: string, name: string) => (owner ? `${owner}/${name}` : name);
+export const workerNameOf = (row: AdapterVersion) => `${adapterId(row.owner, row.name)}@${row.version}`;
+
+export class AdapterRegistry {
+  constructor(
+    private readonly store: AdapterStore,
+    private readonly files: AdapterFileStore,
+    private readonly router: Router,
+  ) {}
+
+  /** What a `model` field names, if the caller may use it. */
+  resolve(caller: Caller, model: string): ResolvedModel {
+    if (model === BASE_MODEL) {
+      return { id: BASE_MODEL, version: null, workerName: '', read: () => Promise.reject(new Error('no files')) };
+    }
+    const match = MODEL_PATTERN.exec(model);
+    if (!match) throw modelNotFound(model);
+    const [, owner = '', name = '', version] = match;
+    if (owner && caller.kind === 'tenant' && caller.tenant.name !== owner) throw modelNotFound(model);
+    const versions = this.store.versions(owner, name);
+    const row = version ? versions.find((v) => v.version === Number(version)) : versions.at(-1);
+    if (!row) throw modelNotFound(model);
+    return {
+      id: adapterId(owner, name),
+      version: row.version,
+      workerName: workerNameOf(row),
+      read: () => this.files.read(row.dir),
+    };
+  }
+
+  /** Owners whose adapters the caller sees ('' is shared); undefined means all. */
+  private visibleOwners(caller: Caller): string[] | undefined {
+    return caller.kind === 'tenant' ? [caller.tenant.name, ''] : undefined;
+  }
+
+  list(caller: Caller): AdapterView[] {
+    const owners = this.visibleOwners(caller);
+    const rows = owners ? this.store.listFor(owners) : this.store.listAll();
+    const groups = new Map<string, AdapterVersion[]>();
+    for (const row of rows) {
+      const id = adapterId(row.owner, row.name);
+      groups.set(id, [...(groups.get(id) ?? []), row]);
+    }
+    return [...groups.values()].map(view);
+  }
+
+  get(caller: Caller, owner: string, name: string): AdapterView {
+    this.checkVisible(caller, owner, name);
+    const rows = this.store.versions(owner, name);
+    if (rows.length === 0) throw notFound(`unknown adapter '${adapterId(owner, name)}'`);
+    return view(rows);
+  }
+
+  private checkVisible(caller: Caller, owner: string, name: string): void {
+    if (owner && caller.kind === 'tenant' && caller.tenant.name !== owner) {
+      throw notFound(`unknown adapter '${adapterId(owner, name)}'`);
+    }
+  }
+
+  /** Validates (config, safetensors header, then shapes on a worker), stores, and returns the new version. */
+  async upload(owner: string, name: string, files: AdapterFiles): Promise<AdapterView> {
+    if (!NAME_PATTERN.test(name)) throw badRequest('adapter names are [a-z0-9][a-z0-9._-]{0,63}', 'name');
+    if (!owner && name === BASE_MODEL) throw badRequest(`'${BASE_MODEL}' names the bare backbone`, 'name');
+    let parameters: number;
+    try {
+      parseAdapterConfig(files.config);
+      parameters = parseSafetensors(files.weights).parameters;
+    } catch (err) {
+      if (err instanceof AdapterConfigError) throw badRequest(err.message, 'config', 'invalid_adapter');
+      if (err instanceof SafetensorsError) throw badRequest(err.message, 'weights', 'invalid_adapter');
+      throw err;
+    }
+    const info = await this.validateOnWorker(`${adapterId(owner, name)}@validate`, files);
+    const row = this.store.insertPending(
+      { owner, name, sha256: sha256(files.weights), bytes: files.weights.length, parameters: Number(info?.parameters) || parameters, created: nowSeconds() },
+      (version) => this.files.dirFor(owner, name, version),
+    );
+    try {
+      await this.files.write(row.dir, files);
+    } catch (err) {
+      this.store.markDeleted(owner, name, row.version, true);
+      throw err;
+    }
+    this.store.activate(owner, name, row.version);
+    return view(this.store.versions(owner, name), row.version);
+  }
+
+  private async validateOnWorker(workerName: string, files: AdapterFiles) {
+    try {
+      return await this.router.validate(workerName, files);
+    } catch (err) {
+      if (err instanceof ApiError) throw err;
+      if (isServiceError(err)) {
+        if (err.code === grpcStatus.INVALID_ARGUMENT || err.code === grpcStatus.FAILED_PRECONDITION) {
+          throw badRequest(`the adapter does not fit the backbone: ${err.details}`, 'weights', 'invalid_adapter');
+        }
+        if (err.code === grpcStatus.RESOURCE_EXHAUSTED) {
+          throw new ApiError(413, 'invalid_request_error', `the worker refused the adapter: ${err.details}`, 'too_large');
+        }
+        throw unavailable(`could not validate the adapter on a worker: ${err.details}`);
+      }
+      throw err;
+    }
+  }
+
+  /** Deletes one version or all; returns the id. */
+  async delete(caller: Caller, owner: string, name: string, version?: number): Promise<string> {
+    this.checkVisible(caller, owner, name);
+    const id = adapterId(owner, name);
+    if (!owner && caller.kind === 'tenant') throw forbidden(`shared adapter '${id}' can only be deleted by the operator`);
+    const rows = this.store.markDeleted(owner, name, version);
+    if (rows.length === 0) throw notFound(`unknown adapter '${version ? `${id}@${version}` : id}'`);
+    await this.dispose(rows);
+    return id;
+  }
+
+  /** Deletes every adapter of a tenant (the tenant is being removed). */
+  async deleteOwner(owner: string): Promise<void> {
+    await this.dispose(this.store.markOwnerDeleted(owner));
+  }
+
+  private async dispose(rows: AdapterVersion[]): Promise<void> {
+    for (const row of rows) {
+      this.router.forget(workerNameOf(row));
+      await this.files.remove(row.dir);
+    }
+  }
+
+  /** Latest version of a shared adapter, for seeding at start. */
+  latestShared(name: string): AdapterVersion | undefined {
+    return this.store.versions('', name).at(-1);
+  }
+
+  all(): AdapterVersion[] {
+    return this.store.listAll();
+  }
+}
+
+function view(rows: AdapterVersion[], version?: number): AdapterView {
+  const row = (version ? rows.find((r) => r.version === version) : undefined) ?? rows.at(-1)!;
+  return {
+    id: adapterId(row.owner, row.name),
+    owner: row.owner || null,
+    version: row.version,
+    sha256: row.sha256,
+    bytes: row.bytes,
+    parameters: row.parameters,
+    created: row.created,
+    versions: rows.map((r) => r.version),
+  };
+}

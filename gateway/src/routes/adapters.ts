@@ -1,0 +1,135 @@
+// /v1/adapters: upload (multipart), list, show and delete adapters, for tenants (their own) and the operator.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { Caller } from '../auth.js';
+import type { TenantStore } from '../db/tenants.js';
+import { badRequest, forbidden, notFound, tooLarge } from '../errors.js';
+import { errorResponses } from '../openapi.js';
+import type { AdapterFiles } from '../registry/files.js';
+import { type AdapterRegistry, NAME_PATTERN } from '../registry/registry.js';
+
+export interface AdapterRouteDeps {
+  registry: AdapterRegistry;
+  tenants: TenantStore;
+  maxAdapterBytes: number;
+  maxConfigBytes: number;
+}
+
+export const adapterSchema = z.object({
+  id: z.string(),
+  owner: z.string().nullable(),
+  version: z.number().int(),
+  sha256: z.string(),
+  bytes: z.number().int(),
+  parameters: z.number().int(),
+  created: z.number().int(),
+  versions: z.array(z.number().int()),
+});
+
+const uploadFieldsSchema = z.object({
+  name: z.string().regex(NAME_PATTERN, 'name must match [a-z0-9][a-z0-9._-]{0,63}'),
+  shared: z.enum(['true', 'false', '1', '0']).optional(),
+  tenant: z.string().regex(NAME_PATTERN, 'tenant must match [a-z0-9][a-z0-9._-]{0,63}').optional(),
+});
+
+const namePart = z.string().regex(NAME_PATTERN, 'names match [a-z0-9][a-z0-9._-]{0,63}');
+const versionQuery = z.object({ version: z.coerce.number().int().positive().optional() });
+
+/** Reads the multipart form: text fields, and the two files into memory (both are bounded by the limits). */
+async function readUpload(request: FastifyRequest, deps: AdapterRouteDeps) {
+  if (!request.isMultipart()) throw badRequest('send multipart/form-data with fields name, config and weights');
+  const fields: Record<string, string> = {};
+  const files: Partial<AdapterFiles> = {};
+  const parts = request.parts({ limits: { fileSize: deps.maxAdapterBytes, files: 2, fields: 8, parts: 10, fieldSize: 1024 } });
+  for await (const part of parts) {
+    if (part.type === 'file') {
+      if (part.fieldname !== 'config' && part.fieldname !== 'weights') {
+        part.file.resume(); // drain it
+        throw badRequest(`unexpected file field '${part.fieldname}': send config and weights`, part.fieldname);
+      }
+      files[part.fieldname] = await part.toBuffer();
+    } else {
+      fields[part.fieldname] = String(part.value);
+    }
+  }
+  const parsed = uploadFieldsSchema.safeParse(fields);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw badRequest(issue.path.length ? issue.message : 'the name field is required', String(issue.path[0] ?? 'name'));
+  }
+  if (!files.config) throw badRequest('the config file (adapter_config.json) is missing', 'config');
+  if (!files.weights) throw badRequest('the weights file (adapter_model.safetensors) is missing', 'weights');
+  if (files.config.length > deps.maxConfigBytes) throw tooLarge(`adapter_config.json is over ${deps.maxConfigBytes} bytes`);
+  return { fields: parsed.data, files: files as AdapterFiles };
+}
+
+/** The owner an upload goes to: the calling tenant, or for the operator `shared=true` or `tenant=<name>`. */
+function uploadOwner(caller: Caller, fields: z.infer<typeof uploadFieldsSchema>, tenants: TenantStore): string {
+  const shared = fields.shared === 'true' || fields.shared === '1';
+  if (caller.kind === 'tenant') {
+    if (shared) throw forbidden('only the operator uploads shared adapters');
+    if (fields.tenant && fields.tenant !== caller.tenant.name) throw forbidden('a tenant key uploads to its own tenant only');
+    return caller.tenant.name;
+  }
+  if (shared && fields.tenant) throw badRequest('give shared=true or tenant=<name>, not both', 'tenant');
+  if (shared) return '';
+  if (!fields.tenant) throw badRequest('operator uploads need shared=true or tenant=<name>', 'tenant');
+  if (!tenants.byName(fields.tenant)) throw notFound(`unknown tenant '${fields.tenant}'`, 'not_found', 'tenant');
+  return fields.tenant;
+}
+
+export function adapterRoutes(app: FastifyInstance, deps: AdapterRouteDeps): void {
+  const typed = app.withTypeProvider<ZodTypeProvider>();
+  const common = { tags: ['adapters'], security: [{ bearer: [] }] };
+
+  typed.post('/v1/adapters', {
+    schema: {
+      ...common,
+      summary: 'Upload an adapter (next version if the name exists)',
+      description:
+        'multipart/form-data: `name`, `config` (adapter_config.json), `weights` (adapter_model.safetensors); the operator adds `shared=true` or `tenant=<name>`.',
+      consumes: ['multipart/form-data'],
+      response: { 201: adapterSchema, ...errorResponses },
+    },
+    handler: async (request, reply) => {
+      const { fields, files } = await readUpload(request, deps);
+      const owner = uploadOwner(request.caller, fields, deps.tenants);
+      const adapter = await deps.registry.upload(owner, fields.name, files);
+      request.log.info({ adapter: adapter.id, version: adapter.version, bytes: adapter.bytes }, 'adapter uploaded');
+      return reply.code(201).send(adapter);
+    },
+  });
+
+  typed.get('/v1/adapters', {
+    schema: { ...common, summary: 'Adapters the caller sees, latest version each', response: { 200: z.object({ data: z.array(adapterSchema) }), ...errorResponses } },
+    handler: async (request) => ({ data: deps.registry.list(request.caller) }),
+  });
+
+  typed.get('/v1/adapters/:name', {
+    schema: { ...common, summary: 'A shared adapter', params: z.object({ name: namePart }), response: { 200: adapterSchema, ...errorResponses } },
+    handler: async (request) => deps.registry.get(request.caller, '', request.params.name),
+  });
+
+  typed.get('/v1/adapters/:tenant/:name', {
+    schema: { ...common, summary: "A tenant's adapter", params: z.object({ tenant: namePart, name: namePart }), response: { 200: adapterSchema, ...errorResponses } },
+    handler: async (request) => deps.registry.get(request.caller, request.params.tenant, request.params.name),
+  });
+
+  const deleted = z.object({ deleted: z.literal(true), id: z.string() });
+  typed.delete('/v1/adapters/:name', {
+    schema: { ...common, summary: 'Delete a shared adapter (operator), or one version', params: z.object({ name: namePart }), querystring: versionQuery, response: { 200: deleted, ...errorResponses } },
+    handler: async (request) => ({
+      deleted: true as const,
+      id: await deps.registry.delete(request.caller, '', request.params.name, request.query.version),
+    }),
+  });
+
+  typed.delete('/v1/adapters/:tenant/:name', {
+    schema: { ...common, summary: "Delete a tenant's adapter, or one version", params: z.object({ tenant: namePart, name: namePart }), querystring: versionQuery, response: { 200: deleted, ...errorResponses } },
+    handler: async (request) => ({
+      deleted: true as const,
+      id: await deps.registry.delete(request.caller, request.params.tenant, request.params.name, request.query.version),
+    }),
+  });
+}

@@ -1,0 +1,192 @@
+// Runs the choices of one OpenAI request as engine requests (n per prompt, fanned out together), either
+// collecting them for a JSON reply or streaming them as server-sent events, and accounts for the result.
+// The two routes differ only in how a choice is shaped, which they pass in as a ChoiceFormat.
+import type { FastifyReply } from 'fastify';
+import type { Accounting } from '../../accounting.js';
+import { ApiError } from '../../errors.js';
+import type { EngineInput, Generation, GenerationService } from '../../generation.js';
+import { SseStream } from '../../sse.js';
+import type { GenerateChunk, SamplingParams } from '../../workers/proto.js';
+import type { AdapterSource } from '../../workers/router.js';
+
+export interface ChoiceSpec {
+  index: number;
+  promptIndex: number;
+  input: EngineInput;
+  sampling: SamplingParams;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+/** One generated token as reported back: its text (see tokenTexts) and log-probability. */
+export interface TokenOut {
+  text: string;
+  logprob: number;
+}
+
+export interface ChoiceResult {
+  index: number;
+  text: string;
+  tokens: TokenOut[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** How one route shapes its stream chunks. */
+export interface ChoiceFormat {
+  /** Sent once per choice before any text (chat sends the assistant role). */
+  opening?(index: number): object;
+  delta(index: number, text: string, tokens: TokenOut[], offset: number): object;
+  closing(index: number, finishReason: FinishReason): object;
+  usage(usage: Usage): object;
+}
+
+export interface RequestContext {
+  tenant: string;
+  modelId: string;
+  startedAt: number;
+}
+
+/**
+ * Per-token text: the engine sends one chunk per token with the new text since the previous chunk (text can
+ * be held back for a stop string or an incomplete character), so a chunk's text goes to its first token.
+ * Text that arrives with no token (held back until the end) joins the previous token.
+ */
+export function tokensOf(chunk: GenerateChunk, previous: TokenOut[]): TokenOut[] {
+  if (chunk.token_ids.length === 0) {
+    const last = previous.at(-1);
+    if (last) last.text += chunk.text;
+    return [];
+  }
+  return chunk.token_ids.map((_, i) => ({ text: i === 0 ? chunk.text : '', logprob: chunk.logprobs[i] ?? 0 }));
+}
+
+export const finishReasonOf = (engineReason: string): FinishReason => (engineReason === 'length' ? 'length' : 'stop');
+
+export function usageOf(results: Pick<ChoiceResult, 'promptTokens' | 'completionTokens'>[], specs: ChoiceSpec[]): Usage {
+  // OpenAI counts a prompt once however many choices it has.
+  const prompts = new Map<number, number>();
+  results.forEach((r, k) => prompts.set(specs[k]!.promptIndex, Math.max(prompts.get(specs[k]!.promptIndex) ?? 0, r.promptTokens)));
+  const prompt = [...prompts.values()].reduce((a, b) => a + b, 0);
+  const completion = results.reduce((a, r) => a + r.completionTokens, 0);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+export class ChoiceRunner {
+  constructor(
+    private readonly generations: GenerationService,
+    private readonly accounting: Accounting,
+  ) {}
+
+  /** Starts every choice; if one cannot start, the others are cancelled and its error is thrown. */
+  private async startAll(ctx: RequestContext, model: AdapterSource, specs: ChoiceSpec[]): Promise<Generation[]> {
+    const started = await Promise.allSettled(specs.map((s) => this.generations.start(model, s.input, s.sampling)));
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) {
+      for (const s of started) if (s.status === 'fulfilled') s.value.cancel();
+      this.accounting.finish({ ...ctx, model: ctx.modelId, status: statusOf(failed.reason), promptTokens: 0, completionTokens: 0 });
+      throw failed.reason;
+    }
+    this.accounting.firstToken(ctx.startedAt);
+    return started.map((s) => (s as PromiseFulfilledResult<Generation>).value);
+  }
+
+  async collect(ctx: RequestContext, model: AdapterSource, specs: ChoiceSpec[], reply: FastifyReply): Promise<{ choices: ChoiceResult[]; usage: Usage }> {
+    const generations = await this.startAll(ctx, model, specs);
+    const cancelAll = () => generations.forEach((g) => g.cancel());
+    const onClose = () => {
+      if (!reply.raw.writableEnded) cancelAll(); // the client went away before the reply
+    };
+    reply.raw.once('close', onClose);
+    const partial: ChoiceResult[] = specs.map((s) => ({ index: s.index, text: '', tokens: [], finishReason: 'stop', promptTokens: 0, completionTokens: 0 }));
+    try {
+      await Promise.all(
+        generations.map(async (g, k) => {
+          const result = partial[k]!;
+          try {
+            for await (const chunk of g.chunks()) {
+              result.text += chunk.text;
+              result.tokens.push(...tokensOf(chunk, result.tokens));
+              if (chunk.finish_reason) {
+                result.finishReason = finishReasonOf(chunk.finish_reason);
+                result.promptTokens = chunk.usage?.prompt_tokens ?? 0;
+                result.completionTokens = chunk.usage?.completion_tokens ?? result.tokens.length;
+              }
+            }
+          } catch (err) {
+            result.completionTokens = g.completionTokens;
+            cancelAll();
+            throw err;
+          }
+        }),
+      );
+    } catch (err) {
+      const usage = usageOf(partial, specs);
+      this.accounting.finish({ ...ctx, model: ctx.modelId, status: statusOf(err), promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+      throw err;
+    }
+    const usage = usageOf(partial, specs);
+    const status = reply.raw.destroyed ? 499 : 200;
+    this.accounting.finish({ ...ctx, model: ctx.modelId, status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+    return { choices: partial, usage };
+  }
+
+  async stream(ctx: RequestContext, model: AdapterSource, specs: ChoiceSpec[], reply: FastifyReply, format: ChoiceFormat, includeUsage: boolean): Promise<void> {
+    const generations = await this.startAll(ctx, model, specs);
+    // From here on the reply is ours: an error can no longer change the status, only end the stream.
+    reply.hijack();
+    const sse = new SseStream(reply.raw);
+    sse.open();
+    const cancelAll = () => generations.forEach((g) => g.cancel());
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableEnded) cancelAll();
+    });
+    const results = specs.map(() => ({ promptTokens: 0, completionTokens: 0 }));
+    let failure: ApiError | undefined;
+    for (const s of specs) if (format.opening) sse.send(format.opening(s.index));
+    await Promise.all(
+      generations.map(async (g, k) => {
+        const index = specs[k]!.index;
+        const tokens: TokenOut[] = [];
+        let offset = 0;
+        try {
+          for await (const chunk of g.chunks()) {
+            const fresh = tokensOf(chunk, tokens);
+            tokens.push(...fresh);
+            if (chunk.text || fresh.length > 0) sse.send(format.delta(index, chunk.text, fresh, offset));
+            offset += chunk.text.length;
+            if (chunk.finish_reason) {
+              sse.send(format.closing(index, finishReasonOf(chunk.finish_reason)));
+              results[k] = { promptTokens: chunk.usage?.prompt_tokens ?? 0, completionTokens: chunk.usage?.completion_tokens ?? tokens.length };
+            }
+          }
+        } catch (err) {
+          results[k] = { promptTokens: 0, completionTokens: g.completionTokens };
+          failure ??= err instanceof ApiError ? err : new ApiError(500, 'server_error', String(err), 'internal_error');
+          cancelAll();
+        }
+      }),
+    );
+    const usage = usageOf(results, specs);
+    let status = 200;
+    if (failure) {
+      status = failure.status;
+      sse.fail(failure.toBody());
+    } else if (sse.closed) {
+      status = 499; // the client went away
+    } else {
+      if (includeUsage) sse.send(format.usage(usage));
+      sse.done();
+    }
+    this.accounting.finish({ ...ctx, model: ctx.modelId, status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+  }
+}
+
+const statusOf = (err: unknown) => (err instanceof ApiError ? err.status : 500);

@@ -1,0 +1,56 @@
+// Shapes of the admin API's replies (docs/gateway-api.md), for the client.
+
+export interface Tenant {
+  id: number;
+  name: string;
+  rpm: number;
+  tpm: number;
+  created: number;
+}
+
+export interface ApiKey {
+  id: string;
+  prefix: string;
+  created: number;
+}
+
+export interface CreatedApiKey extends ApiKey {
+  /** The key itself; the gateway keeps only its hash, so this is the one chance to read it. */
+  key: string;
+}
+
+export interface Adapter {
+  id: string;
+  owner: string | null;
+  version: number;
+  sha256: string;
+  bytes: number;
+  parameters: number;
+  created: number;
+  versions: number[];
+}
+
+export interface TenantUsage {
+  tenant: string;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+export interface Model {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+}
+
+export interface Overview {
+  now: number;
+  backbone: string;
+  tenants: { name: string; adapters: number; requests: number; prompt_tokens: number; completion_tokens: number }[];
+  adapters: { id: string; owner: string | null; versions: number; requests: number; completion_tokens: number }[];
+  workers: { address: string; healthy: boolean; inflight: number; running: number; waiting: number; free_slots: number; adapters_loaded: number }[];
+  series: { t: number; requests: number; tokens: number; p50_ms: number | null; p99_ms: number | null }[];
+  latency_ms: { p50: number | null; p90: number | null; p99: number | null };
+  quality: { metric: string; rows: { task: string; method: string; median: number; min: number; max: number; seeds: number }[] };
+}
