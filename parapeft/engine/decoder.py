@@ -147,13 +147,13 @@ class SlotDecoder(nn.Module):
             keys, values = self.keys[index, :, :, :length], self.values[index, :, :, :length]
             visible = torch.arange(length, device=q.device).view(1, 1, -1) <= visible_to.view(-1, 1, 1)
             out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=visible.unsqueeze(1), scale=scale)
-            return out[slots].view(rows, heads, steps, head_dim)
+            return out[slots].reshape(rows, heads, steps, head_dim)
         keys, values = self.keys[index, slots, :, :length], self.values[index, slots, :, :length]
         visible = torch.arange(length, device=q.device).view(1, 1, -1) <= positions.unsqueeze(-1)  # [B, T, S]
         mask = visible.unsqueeze(1).expand(rows, group, steps, length).reshape(rows, 1, group * steps, length)
         grouped = q.reshape(rows, self.kv_heads, group * steps, head_dim)
         out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=scale)
-        return out.view(rows, heads, steps, head_dim)
+        return out.reshape(rows, heads, steps, head_dim)
 
     def _run(self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, length: int,
              para: bool) -> torch.Tensor:
