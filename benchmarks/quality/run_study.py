@@ -2,7 +2,7 @@
 
 One command reruns everything (on a GPU machine; several runs share a GPU):
 
-    python benchmarks/quality/run_study.py --workers 5
+    python benchmarks/quality/run_study.py --workers 8
 
 Stages, scheduled as soon as their inputs exist:
   base      the bare backbone on every task's dev split
@@ -221,8 +221,8 @@ def main() -> None:
     parser.add_argument("--ablation-ranks", nargs="+", type=int, default=[4, 32])
     parser.add_argument("--stages", nargs="+", default=["base", "sweep", "seeds", "ablation"])
     parser.add_argument("--eval-batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=5,
-                        help="runs at once, sharing the GPU (8 ran out of memory on an H200 with BoolQ/SQuAD batches)")
+    parser.add_argument("--workers", type=int, default=8,
+                        help="runs at once, sharing the GPU (8 fit on an H200 with the response-only loss)")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "study"), help="directory for run outputs")
     parser.add_argument("--results", default=str(HERE / "results.json"))
     parser.add_argument("--smoke", action="store_true", help="two steps per run on a few examples: checks the pipeline")
