@@ -1,0 +1,12 @@
+#!/usr/bin/env node
+// `para serve|chat|bench|admin`: the platform command line (commands in ./cli/).
+import { main } from './cli/main.js';
+
+main(process.argv.slice(2)).then(
+  // Exit explicitly: open gRPC channels or keep-alive sockets must not hold a finished command open.
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`para: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,252 @@
+// `para serve`: engine workers as child processes, then the gateway in this process, the shared adapters and
+// two demo tenants, and examples to paste. Ctrl-C or SIGTERM stops the gateway and every worker.
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { availableParallelism } from 'node:os';
+import { basename, isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
+import { type Gateway, startGateway } from '../app.js';
+import { ParaClient } from '../sdk/index.js';
+import { CliError, type Command, intFlag, messageOf, optionalIntFlag, parseCommand } from './args.js';
+import { runDemo } from './demo.js';
+import { DEFAULT_MODEL, defaultDataDir, pythonCommand, repoRoot } from './env.js';
+import { readyText } from './examples.js';
+import { ensureDemoTenants, resolveOperatorKey } from './state.js';
+import { type RunningWorker, startWorkers, stopAllWorkers } from './workers.js';
+
+const usage = `Usage: para serve [options]
+
+Starts engine workers (para engine) and the OpenAI-compatible gateway in front of them, registers the
+committed adapters of the embedded model as shared adapters, creates the demo tenants acme and globex
+with a key each (first start only), and prints examples to paste. Ctrl-C stops everything.
+
+Engine workers:
+  --workers N          engine worker processes, each with its own copy of the backbone (default 1)
+  --model NAME|DIR     backbone: a named model, HF id or local checkpoint (default ${DEFAULT_MODEL})
+  --device DEV         torch device of the workers (default: cuda if available, else cpu)
+  --slots N            concurrent sequences per worker (default: the engine's, 16)
+  --max-len N          tokens per sequence, prompt included (default: the engine's, 2048)
+  --adapter NAME=DIR   also register this adapter directory as a shared adapter; repeatable
+
+Gateway:
+  --port N             port to listen on (default 8080, with --demo 0; 0 picks a free one)
+  --host ADDR          address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+  --data-dir DIR       uploaded adapters, keys and the database (default $PARA_CACHE/gateway or
+                       ~/.cache/parapeft/gateway)
+  --db FILE            SQLite database (default <data dir>/gateway.db)
+  --operator-key KEY   the operator's key (or env PARA_OPERATOR_KEY); without either, one is generated on
+                       first start and kept in <data dir>/operator-key (mode 0600)
+  --log-level LEVEL    gateway log level: fatal, error, warn (default), info, debug, trace, silent
+
+  --demo               after starting, send acme's (adapter copa) and globex's (adapter boolq) requests at
+                       the same time, print the answers and the engine's proof that both adapters were
+                       decoded in one batch, then stop (needs the embedded model)
+  -h, --help           show this help
+
+Workers are started with $PARA_PYTHON -m parapeft.cli.main engine (python3 when PARA_PYTHON is unset;
+\`para serve\` sets it).
+`;
+
+const options = {
+  workers: { type: 'string' },
+  model: { type: 'string' },
+  device: { type: 'string' },
+  slots: { type: 'string' },
+  'max-len': { type: 'string' },
+  adapter: { type: 'string', multiple: true },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  'data-dir': { type: 'string' },
+  db: { type: 'string' },
+  'operator-key': { type: 'string' },
+  'log-level': { type: 'string' },
+  demo: { type: 'boolean' },
+} as const;
+
+const adapterFlag = z.string().transform((item, ctx) => {
+  const eq = item.indexOf('=');
+  if (eq <= 0 || eq === item.length - 1) {
+    ctx.addIssue({ code: 'custom', message: `takes NAME=DIR, got '${item}'` });
+    return z.NEVER;
+  }
+  return { name: item.slice(0, eq), dir: resolve(item.slice(eq + 1)) };
+});
+
+const schema = z.object({
+  workers: intFlag(1, 1, 64),
+  model: z.string().min(1).default(DEFAULT_MODEL),
+  device: z.string().min(1).optional(),
+  slots: optionalIntFlag(1, 4096),
+  'max-len': optionalIntFlag(16),
+  adapter: z.array(adapterFlag).default([]),
+  port: optionalIntFlag(0, 65535),
+  host: z.string().min(1).default('127.0.0.1'),
+  'data-dir': z.string().min(1).optional(),
+  db: z.string().min(1).optional(),
+  'operator-key': z.string().min(16, 'the operator key needs at least 16 characters').optional(),
+  'log-level': z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('warn'),
+  demo: z.boolean().default(false),
+});
+type ServeOptions = z.output<typeof schema>;
+
+const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'];
+
+/** The committed adapters of the embedded model, plus --adapter ones; every directory checked up front. */
+function sharedAdapters(opts: Pick<ServeOptions, 'model' | 'adapter'>, root: string): { name: string; dir: string }[] {
+  const committed: { name: string; dir: string }[] = [];
+  const committedDir = join(root, 'adapters', opts.model);
+  if (opts.model === DEFAULT_MODEL && existsSync(committedDir)) {
+    for (const entry of readdirSync(committedDir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const dir = join(committedDir, entry.name);
+      if (entry.isDirectory() && existsSync(join(dir, ADAPTER_FILES[0]!))) committed.push({ name: entry.name, dir });
+    }
+    // copa first: it is the adapter the printed examples call.
+    committed.sort((a, b) => Number(b.name === 'copa') - Number(a.name === 'copa'));
+  }
+  for (const seed of opts.adapter) {
+    const missing = ADAPTER_FILES.filter((f) => !existsSync(join(seed.dir, f)));
+    if (missing.length > 0) throw new CliError(`--adapter ${seed.name}=${seed.dir}: ${missing.join(' and ')} not found there`);
+  }
+  const named = new Set(opts.adapter.map((a) => a.name));
+  return [...committed.filter((c) => !named.has(c.name)), ...opts.adapter];
+}
+
+/** Fails early, before minutes of model loading, when the port is taken. */
+function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return Promise.resolve();
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', (err: NodeJS.ErrnoException) => reject(portError(err, host, port)));
+    server.listen(port, host, () => server.close(() => resolvePort()));
+  });
+}
+
+function portError(err: NodeJS.ErrnoException, host: string, port: number): Error {
+  if (err.code === 'EADDRINUSE') {
+    return new CliError(`port ${port} on ${host} is already in use (another para serve?); pick another with --port N, or --port 0 for any free port`);
+  }
+  if (err.code === 'EACCES') return new CliError(`not allowed to listen on ${host}:${port}; ports below 1024 need privileges, use --port 8080`);
+  if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') return new CliError(`--host ${host} is not an address of this machine`);
+  return err;
+}
+
+/** A local model directory that is not there is reported here rather than as a Python traceback. */
+function checkModel(model: string): void {
+  const looksLikePath = isAbsolute(model) || model.startsWith('.') || model.startsWith('~');
+  if (looksLikePath && !existsSync(model)) throw new CliError(`--model ${model}: no such directory`);
+}
+
+function workerEnv(opts: Pick<ServeOptions, 'workers' | 'device'>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  // Several workers on one CPU would each start a thread per core and fight over them; split the cores.
+  if (opts.workers > 1 && !env.OMP_NUM_THREADS && (opts.device ?? 'cpu') === 'cpu') {
+    env.OMP_NUM_THREADS = String(Math.max(1, Math.floor(availableParallelism() / opts.workers)));
+  }
+  return env;
+}
+
+async function serve(given: ServeOptions): Promise<number> {
+  // The demo needs no fixed port, and should run beside a `para serve` already on 8080.
+  const opts = { ...given, port: given.port ?? (given.demo ? 0 : 8080) };
+  const root = repoRoot();
+  const dataDir = resolve(opts['data-dir'] ?? defaultDataDir());
+  mkdirSync(dataDir, { recursive: true });
+  const db = opts.db ? resolve(opts.db) : join(dataDir, 'gateway.db');
+  const seeds = sharedAdapters(opts, root);
+  if (opts.demo && !['copa', 'boolq'].every((name) => seeds.some((s) => s.name === name))) {
+    throw new CliError(`--demo needs the copa and boolq adapters, committed for ${DEFAULT_MODEL} (start with --model ${DEFAULT_MODEL})`);
+  }
+  checkModel(opts.model);
+  await checkPortFree(opts.host, opts.port);
+  const operator = resolveOperatorKey(dataDir, opts['operator-key']);
+
+  let gateway: Gateway | undefined;
+  let stopping: Promise<void> | undefined;
+  const shutdown = (why: string) => {
+    stopping ??= (async () => {
+      if (why) process.stdout.write(`\n${why}: stopping the gateway and the engine workers\n`);
+      await gateway?.close().catch(() => undefined);
+      await stopAllWorkers();
+    })();
+    return stopping;
+  };
+  // Installed before the workers start, so Ctrl-C during a slow model load also stops them.
+  const onSignal = (signal: NodeJS.Signals) => void shutdown(signal).then(() => process.exit(0));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    const plural = opts.workers === 1 ? '' : 's';
+    process.stdout.write(`Starting ${opts.workers} engine worker${plural} for ${opts.model} (the first start of a model converts it; later ones take seconds)\n`);
+    const workers = await startWorkers(
+      { python: pythonCommand(), model: opts.model, device: opts.device, slots: opts.slots, maxLen: opts['max-len'], cwd: root, env: workerEnv(opts) },
+      opts.workers,
+    );
+    watchWorkers(workers, () => stopping !== undefined, shutdown);
+    process.stdout.write(`Engine worker${plural} ready: ${workers.map((w) => `${w.address} (pid ${w.pid})`).join(', ')}; starting the gateway\n`);
+    try {
+      gateway = await startGateway({
+        port: opts.port,
+        host: opts.host,
+        workers: workers.map((w) => w.address),
+        db,
+        dataDir,
+        operatorKey: operator.key,
+        backbone: basename(opts.model),
+        sharedAdapters: seeds,
+        logLevel: opts['log-level'],
+      });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw code ? portError(err as NodeJS.ErrnoException, opts.host, opts.port) : err;
+    }
+    const admin = new ParaClient({ baseUrl: gateway.url, apiKey: operator.key });
+    const tenants = await ensureDemoTenants(admin, gateway.url, dataDir);
+    const adapters = seeds.map((s) => s.name);
+    process.stdout.write(
+      readyText({
+        url: gateway.url, model: opts.model, workers: workers.map((w) => w.address), adapters, tenants, operator, dataDir,
+        dashboard: existsSync(join(root, 'dashboard', 'dist', 'index.html')),
+      }),
+    );
+    if (!opts.demo) return await new Promise<number>(() => undefined); // runs until a signal
+    const ok = await runDemo({ url: gateway.url, tenants, workers: workers.map((w) => w.address), protoPath: join(root, 'proto', 'engine.proto') });
+    await shutdown('');
+    return ok ? 0 : 1;
+  } catch (err) {
+    await shutdown('');
+    throw err;
+  }
+}
+
+/** A worker that dies while serving is reported with its last output; with none left, serve stops. */
+function watchWorkers(workers: RunningWorker[], stopping: () => boolean, shutdown: (why: string) => Promise<void>): void {
+  let alive = workers.length;
+  for (const worker of workers) {
+    worker.process.once('close', (code, signal) => {
+      alive -= 1;
+      if (stopping()) return;
+      process.stderr.write(`para serve: engine worker ${worker.address} exited (${signal ?? `status ${code}`}):\n${worker.stderrTail().replace(/^/gm, '  | ')}\n`);
+      if (alive === 0) void shutdown('no engine worker left').then(() => process.exit(1));
+    });
+  }
+}
+
+export const serveCommand: Command = {
+  name: 'serve',
+  summary: 'start engine workers and the gateway (OpenAI-compatible API, tenants, dashboard)',
+  usage,
+  async run(argv) {
+    const parsed = parseCommand(argv, options, schema);
+    if (parsed.help) {
+      process.stdout.write(usage);
+      return 0;
+    }
+    try {
+      return await serve(parsed.values);
+    } catch (err) {
+      if (err instanceof CliError) throw err;
+      throw new CliError(messageOf(err));
+    }
+  },
+};
