@@ -218,3 +218,34 @@ def test_para_engine_command_serves_the_embedded_model():
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0
+
+
+def test_a_worker_started_with_exit_with_parent_stops_when_its_parent_is_killed(tmp_path):
+    import os
+    import signal
+    import time
+
+    save_tiny_checkpoint(tmp_path, CORPUS, chat=True, vocab_size=120, context=256)
+    # The parent starts the worker, reports its pid once it serves, then waits to be killed.
+    parent_code = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-m', 'parapeft.cli.main', 'engine', '--model', {str(tmp_path)!r},"
+        " '--port', '0', '--device', 'cpu', '--exit-with-parent'], stdout=subprocess.PIPE, text=True)\n"
+        "p.stdout.readline()\n"
+        "print(p.pid, flush=True)\n"
+        "p.wait()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(worker, 0)  # serving
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker outlived its killed parent")

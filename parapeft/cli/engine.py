@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -27,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device-adapters", type=int, default=64,
                    help="adapters kept attached on the device; more stay in CPU memory (LRU)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop when the process that started this worker is gone (set by `para serve`)")
     p.add_argument("--compile", action="store_true",
                    help="on a GPU, compile the decoding step with torch.compile before capturing CUDA graphs "
                         "(fewer, fused kernels; each new batch/context bucket compiles once)")
@@ -63,8 +66,18 @@ def run(args: argparse.Namespace) -> int:
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
+    if args.exit_with_parent:
+        threading.Thread(target=_watch_parent, args=(os.getppid(), stopped), daemon=True).start()
     stopped.wait()
     server.stop(grace=2).wait()
     service.close()
     print("engine stopped", file=sys.stderr)
     return 0
+
+
+def _watch_parent(parent: int, stopped: threading.Event) -> None:
+    """Set ``stopped`` once the parent has died (this process is then re-parented), even by SIGKILL."""
+    while not stopped.wait(1.0):
+        if os.getppid() != parent:
+            print("engine: the process that started it is gone; stopping", file=sys.stderr)
+            stopped.set()

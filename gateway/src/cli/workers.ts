@@ -41,7 +41,8 @@ function tailLines(text: string, lines = 25): string {
 }
 
 export function startWorker(spec: WorkerSpec, index: number): Promise<RunningWorker> {
-  const args = ['-m', 'parapeft.cli.main', 'engine', '--model', spec.model, '--port', '0'];
+  // --exit-with-parent: a worker stops by itself if this process dies without a chance to stop it (SIGKILL).
+  const args = ['-m', 'parapeft.cli.main', 'engine', '--model', spec.model, '--port', '0', '--exit-with-parent'];
   if (spec.device) args.push('--device', spec.device);
   if (spec.slots) args.push('--slots', String(spec.slots));
   if (spec.maxLen) args.push('--max-len', String(spec.maxLen));
