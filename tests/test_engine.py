@@ -276,3 +276,18 @@ def test_small_batches_gather_slots_and_large_ones_attend_in_place_with_the_same
     engine.decoder.values.copy_(values)
     compiled = torch.compile(engine.decoder.step, fullgraph=True, dynamic=False)
     torch.testing.assert_close(compiled(slots, tokens, positions, length=48), whole, atol=1e-4, rtol=1e-4)
+
+
+def test_a_burst_of_arrivals_is_prefilled_over_several_steps_with_the_same_tokens():
+    para = tiny_para("llama")
+    batch = prompts([5, 6, 4, 7])
+    adapters = ["a", "b", BASE_ADAPTER, "a"]
+    engine = Engine(para, slots=4, max_len=64, prefill_tokens_per_step=11)
+    requests = [engine.submit(p, a, SamplingParams(max_tokens=6, ignore_eos=True)) for p, a in zip(batch, adapters)]
+    engine.step()
+    assert [r.slot is not None for r in requests] == [True, True, False, False]  # 5 + 6 tokens fit, 4 more do not
+    engine.step()
+    assert all(r.slot is not None for r in requests[2:])  # 4 + 7 tokens: the rest join one step later
+    assert len(requests[0].tokens) == 2  # the first ones kept decoding meanwhile
+    engine.run_until_done()
+    assert [r.tokens for r in requests] == [reference(para, p, a, 6) for p, a in zip(batch, adapters)]

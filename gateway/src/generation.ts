@@ -55,6 +55,7 @@ export class Generation {
         }
         this.completionTokens += next.value.token_ids.length;
         this.completed = Boolean(next.value.finish_reason);
+        this.worker.lastProgress = Date.now();
         yield next.value;
         if (this.completed) return;
       }
@@ -129,6 +130,7 @@ export class GenerationService {
       try {
         const first = await iterator.next();
         if (first.done) throw unavailable(`engine worker ${worker.address} ended the stream without output`);
+        worker.lastProgress = Date.now();
         return new Generation(worker, call, iterator, first.value, this.pool, release);
       } catch (err) {
         release();

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device-adapters", type=int, default=64,
                    help="adapters kept attached on the device; more stay in CPU memory (LRU)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--prefill-tokens", type=int, default=2048,
+                   help="prompt tokens admitted per step (at least one prompt), so bursts do not stall decoding")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this worker is gone (set by `para serve`)")
     p.add_argument("--compile", action="store_true",
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         para = ParaModel(model, ParaConfig(r=1), adapter_name="initial").eval()
         para.delete_adapter("initial")
     service = EngineService(para, tokenizer, args.model, slots=args.slots, max_len=args.max_len,
-                            device_adapters=args.device_adapters, compile=args.compile)
+                            device_adapters=args.device_adapters, compile=args.compile,
+                            prefill_tokens_per_step=args.prefill_tokens)
     server, port = serve(service, args.port, args.host)
     print(f"engine serving {args.model} on {args.host}:{port} ({device}, {args.slots} slots, adapters: "
           f"{', '.join(para.peft_config) or 'none yet'})", flush=True)

@@ -45,7 +45,7 @@ class Request:
 class Engine:
     def __init__(self, para: ParaModel, slots: int = 16, max_len: int = 1024, eos_token_ids: set[int] | None = None,
                  device_adapters: int = 64, cuda_graphs: bool | None = None, lora_rank: int = 0,
-                 compile: bool = False):
+                 compile: bool = False, prefill_tokens_per_step: int = 2048):
         self.para = para.eval()
         self.adapters = AdapterStore(para, device_adapters)
         self.loras: dict[str, dict] = {}  # LoRA mode: name -> per-layer (A, scaled B), on the device
@@ -60,6 +60,9 @@ class Engine:
         self._decode = GraphedStep(self.decoder, slots, compile=compile) if graphs else self.decoder.step
         self.max_len = max_len
         self.slots = slots
+        # Prompt tokens admitted per step (at least one prompt): a burst of arrivals is prefilled over several
+        # steps, so the running requests keep getting tokens in between.
+        self.prefill_tokens_per_step = prefill_tokens_per_step
         self.peak_batch = (0, 0)  # (rows, distinct adapters) of the decoding step that mixed the most adapters
         self.free_slots = list(range(slots))
         self.waiting: deque[Request] = deque()
@@ -112,8 +115,10 @@ class Engine:
     def step(self) -> list[Request]:
         """Admit, decode one token for every running request; returns the requests that got a token."""
         touched = []
-        while self.waiting and self.free_slots:
+        budget = self.prefill_tokens_per_step
+        while self.waiting and self.free_slots and (not touched or len(self.waiting[0].prompt) <= budget):
             request = self.waiting.popleft()
+            budget -= len(request.prompt)
             self._prefill(request)
             touched.append(request)
         decoding = [r for r in self.running if not r.finished and r not in touched]

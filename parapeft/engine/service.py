@@ -41,8 +41,9 @@ class _Stream:
 
 class EngineService:
     def __init__(self, para: ParaModel, tokenizer, model_name: str, slots: int = 16, max_len: int = 1024,
-                 device_adapters: int = 64, compile: bool = False):
-        self.engine = Engine(para, slots=slots, max_len=max_len, device_adapters=device_adapters, compile=compile)
+                 device_adapters: int = 64, compile: bool = False, prefill_tokens_per_step: int = 2048):
+        self.engine = Engine(para, slots=slots, max_len=max_len, device_adapters=device_adapters, compile=compile,
+                             prefill_tokens_per_step=prefill_tokens_per_step)
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.lock = threading.Lock()
@@ -119,12 +120,13 @@ class EngineService:
             return [self.engine.adapters.info(n) for n in self.engine.adapters.names()]
 
     def stats(self) -> dict:
-        with self.lock:
-            e = self.engine
-            return {"running": len(e.running), "waiting": len(e.waiting), "free_slots": len(e.free_slots),
-                    "requests_finished": self.finished, "tokens_generated": self.tokens_generated,
-                    "adapters_loaded": len(e.adapters.names()), "peak_batch_rows": e.peak_batch[0],
-                    "peak_batch_adapters": e.peak_batch[1]}
+        # Without the lock: a step can hold it for seconds (prefills), and health checks must not wait for it.
+        # Each figure is read atomically; together they may straddle one step.
+        e = self.engine
+        return {"running": len(e.running), "waiting": len(e.waiting), "free_slots": len(e.free_slots),
+                "requests_finished": self.finished, "tokens_generated": self.tokens_generated,
+                "adapters_loaded": len(e.adapters.names()), "peak_batch_rows": e.peak_batch[0],
+                "peak_batch_adapters": e.peak_batch[1]}
 
     # -------------------------------------------------------------------- loop
     def _loop(self) -> None:

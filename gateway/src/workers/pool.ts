@@ -26,6 +26,8 @@ export class Worker {
   lastError = '';
   /** Health checks in a row that failed without a broken connection. */
   slowChecks = 0;
+  /** When a Generate stream on this worker last delivered a chunk (ms since the epoch). */
+  lastProgress = 0;
   /** Worker-side adapter names the worker holds, as far as the gateway knows. */
   readonly adapters = new Set<string>();
   /** Loads in progress, so concurrent requests for one adapter push it once. */
@@ -111,6 +113,12 @@ export class WorkerPool {
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       const gone = !isServiceError(err) || err.code === grpcStatus.UNAVAILABLE;
+      // A worker whose streams are still delivering tokens is busy, not dead: a slow answer does not count.
+      const streaming = worker.inflight > 0 && Date.now() - worker.lastProgress < timeoutMs;
+      if (!gone && worker.healthy && streaming) {
+        logger.warn({ worker: worker.address, reason }, 'health check slow while the worker streams; kept');
+        return;
+      }
       if (gone || !worker.healthy || ++worker.slowChecks >= SLOW_CHECKS_BEFORE_DOWN) this.markDown(worker, reason);
       else logger.warn({ worker: worker.address, reason, slowChecks: worker.slowChecks }, 'worker slow to answer its health check');
     }
