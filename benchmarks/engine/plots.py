@@ -77,7 +77,7 @@ def plot_decode(data: dict, png: Path) -> Path | None:
             counts[r["batch_size"]].add(r["distinct_adapters"])
         batches = [b for b, c in counts.items() if len(c) > 1]
         if batches:
-            batch = max(batches, key=lambda b: (len(counts[b]), b == 64, b))
+            batch = max(batches, key=lambda b: (b == 64, len(counts[b]), b))  # 64: the targets' batch
             sweep = defaultdict(list)
             for r in adapter_rows:
                 if r["batch_size"] == batch:
