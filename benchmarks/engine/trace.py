@@ -22,8 +22,9 @@ the engine gets --drain more seconds; requests still unfinished then are counted
 Throughput is output tokens (of finished and unfinished requests) per second of the run, which lasts
 at least --duration.
 
-Before each mode's runs the engine's CUDA graphs are captured for every batch and context bucket
-and a few requests warm it up, so no run pays a one-time cost.
+Before each mode's runs the engine's CUDA graphs are captured for every batch and context bucket,
+and requests of every prompt length the runs will use are prefilled once, so no run pays a one-time
+cost (in an earlier version only a few lengths were, and the first mode paid for the rest).
 
 Examples (from the repository root):
   python benchmarks/engine/trace.py                       # 1.1b, rates 2, 8 and 32 per second, on the GPU
@@ -121,12 +122,18 @@ def capture_graphs(engine: Engine) -> int:
     return len(step.graphs)
 
 
-def warm_up(engine: Engine, adapter_name, args) -> None:
-    """A few requests through prefill, decoding and sampling (allocator, kernels, adapter loading)."""
+def warm_up(engine: Engine, adapter_name, args, lengths: set[int]) -> None:
+    """Requests through prefill, decoding and sampling before any timing: a few full ones, then one
+    one-token request per prompt length the runs will use. Eager prefill pays one-time costs for each new
+    sequence length (kernel selection, allocator growth); without this, whichever mode ran first would
+    pay them inside its timed runs and the modes would not be comparable."""
     rng = random.Random(-1)
     for index, length in enumerate((args.prompt_tokens[0], args.prompt_tokens[1], args.prompt_tokens[0])):
         prompt = [rng.randrange(3, 100) for _ in range(length)]
         engine.submit(prompt, adapter_name(index), SamplingParams(max_tokens=args.output_tokens[0], ignore_eos=True))
+    for index, length in enumerate(sorted(lengths)):
+        prompt = [rng.randrange(3, 100) for _ in range(length)]
+        engine.submit(prompt, adapter_name(index % args.adapters), SamplingParams(max_tokens=1, ignore_eos=True))
     engine.run_until_done()
 
 
@@ -253,7 +260,7 @@ def main() -> None:
             try:
                 engine, adapter_name = build_engine(mode, para, model, args, lora_rank, max_len, Path(tmp), budget)
                 graphs = capture_graphs(engine)
-                warm_up(engine, adapter_name, args)
+                warm_up(engine, adapter_name, args, {len(a.prompt) for w in workloads.values() for a in w})
                 log(budget, f"{mode}: engine ready ({graphs} CUDA graphs recorded)")
                 for rate in args.rates:
                     if budget.exhausted():
