@@ -135,11 +135,8 @@ export const adminCommand: Command = {
   summary: 'manage tenants, keys and adapters of a running gateway',
   usage,
   async run(argv) {
-    const parsed = parseCommand(argv, options, schema, { positionals: true });
-    if (parsed.help) {
-      process.stdout.write(usage);
-      return 0;
-    }
+    const parsed = parseCommand(argv, options, schema, usage, { positionals: true });
+    if (!parsed) return 0; // --help: the usage is printed
     const opts = parsed.values;
     const { name, action, args } = pick(parsed.positionals);
     if (args.length !== action.args.length) {

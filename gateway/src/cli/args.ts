@@ -19,18 +19,20 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-export type Parsed<T> = { help: true } | { help: false; values: T; positionals: string[] };
+export type Parsed<T> = { values: T; positionals: string[] };
 
 /**
  * Parses argv with `options` (a `help` flag is added) and validates the values with `schema`, whose keys are
- * the flag names as typed (`max-tokens`), so zod's messages can name the flag.
+ * the flag names as typed (`max-tokens`), so zod's messages can name the flag. With `--help` it prints
+ * `usage` and returns null: the command then ends with status 0.
  */
 export function parseCommand<S extends z.ZodType>(
   argv: string[],
   options: Options,
   schema: S,
+  usage: string,
   { positionals = false }: { positionals?: boolean } = {},
-): Parsed<z.output<S>> {
+): Parsed<z.output<S>> | null {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, strict: true, allowPositionals: positionals, options: { ...options, help: { type: 'boolean', short: 'h' } } });
@@ -39,14 +41,17 @@ export function parseCommand<S extends z.ZodType>(
     throw new UsageError(err instanceof Error ? err.message : String(err));
   }
   const { help, ...values } = parsed.values as Record<string, unknown>;
-  if (help) return { help: true };
+  if (help) {
+    process.stdout.write(usage);
+    return null;
+  }
   const result = schema.safeParse(values);
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const flag = issue.path.length > 0 ? `--${String(issue.path[0])}` : 'options';
     throw new UsageError(`${flag}: ${issue.message}`);
   }
-  return { help: false, values: result.data, positionals: parsed.positionals };
+  return { values: result.data, positionals: parsed.positionals };
 }
 
 /** A whole-number flag given as text, with bounds; `fallback` when absent. */

@@ -176,11 +176,8 @@ export const benchCommand: Command = {
   summary: 'drive a running gateway with a multi-tenant load; throughput and latency percentiles',
   usage,
   async run(argv) {
-    const parsed = parseCommand(argv, options, schema);
-    if (parsed.help) {
-      process.stdout.write(usage);
-      return 0;
-    }
+    const parsed = parseCommand(argv, options, schema, usage);
+    if (!parsed) return 0; // --help: the usage is printed
     const opts = parsed.values;
     const key = opts.key ?? process.env.PARA_OPERATOR_KEY;
     if (!key) throw new CliError('no operator key: pass --key KEY or set PARA_OPERATOR_KEY (para serve prints it)');

@@ -96,11 +96,8 @@ export const chatCommand: Command = {
   summary: 'chat with an adapter through a running gateway (streamed)',
   usage,
   async run(argv) {
-    const parsed = parseCommand(argv, options, schema);
-    if (parsed.help) {
-      process.stdout.write(usage);
-      return 0;
-    }
+    const parsed = parseCommand(argv, options, schema, usage);
+    if (!parsed) return 0; // --help: the usage is printed
     const opts = parsed.values;
     const key = opts.key ?? process.env.PARA_API_KEY;
     if (!key) throw new CliError('no key: pass --key KEY or set PARA_API_KEY (para serve prints the demo tenants\' keys)');

@@ -237,11 +237,8 @@ export const serveCommand: Command = {
   summary: 'start engine workers and the gateway (OpenAI-compatible API, tenants, dashboard)',
   usage,
   async run(argv) {
-    const parsed = parseCommand(argv, options, schema);
-    if (parsed.help) {
-      process.stdout.write(usage);
-      return 0;
-    }
+    const parsed = parseCommand(argv, options, schema, usage);
+    if (!parsed) return 0; // --help: the usage is printed
     try {
       return await serve(parsed.values);
     } catch (err) {
