@@ -43,8 +43,8 @@ import torch
 
 from hf_baselines import (PEFT_RANK, hf_generate_step, hf_static_step, lora_adapter_bytes, peft_mixed_model, peft_step,
                           prepare_for_compile)
-from measure import (H200_HBM_BYTES_PER_S, Budget, ResultFile, floor_ms, kv_bytes, log, pick_device, time_steps,
-                     weight_bytes)
+from measure import (H200_HBM_BYTES_PER_S, Budget, ResultFile, floor_ms, free_memory, kv_bytes, log, pick_device,
+                     time_steps, weight_bytes)
 from models import SHAPES, build_backbone, lora_parameters_per_rank, para_matched_lora_rank, random_lora
 from parapeft.engine.decoder import GraphedStep, SlotDecoder
 
@@ -325,15 +325,8 @@ def main() -> None:
         if "hf_static" in args.modes:  # last: compilation time is the least predictable
             run.attempt("hf_static", hf_static_rows, run)
         del model, run
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    results.save(rows)
-    log(budget, f"wrote {args.output} ({len(rows)} rows from this run)")
-    if not args.no_plot:
-        from plots import plot_file
-
-        plot_file(args.output)
+        free_memory(device)
+    results.finish(rows, budget, plot=not args.no_plot)
 
 
 if __name__ == "__main__":

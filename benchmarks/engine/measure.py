@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import platform
 import statistics
@@ -151,3 +152,19 @@ class ResultFile:
                    **self.header, "rows": kept + rows}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(payload, indent=2) + "\n")
+
+    def finish(self, rows: list[dict], budget: Budget, plot: bool) -> None:
+        """The last save, a closing line, and the PNG next to the JSON."""
+        self.save(rows)
+        log(budget, f"wrote {self.path} ({len(rows)} rows from this run)")
+        if plot:
+            from plots import plot_file
+
+            plot_file(self.path)
+
+
+def free_memory(device: str) -> None:
+    """Give back what the last configuration's models and caches held, before building the next one."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()

@@ -18,14 +18,13 @@ Examples (from the repository root):
 from __future__ import annotations
 
 import argparse
-import gc
 from functools import partial
 from pathlib import Path
 
 import torch
 from transformers import DynamicCache
 
-from measure import H200_BF16_FLOPS, Budget, ResultFile, log, pick_device, time_steps
+from measure import H200_BF16_FLOPS, Budget, ResultFile, free_memory, log, pick_device, time_steps
 from models import PARA_RANK, SHAPES, build_backbone, randomize_para_adapter
 from parapeft import ParaConfig, get_para_model
 
@@ -126,15 +125,8 @@ def main() -> None:
                     log(budget, f"{shape} {mode} batch {batch}, {length} tokens: {ms:.3f} ms "
                                 f"(compute floor {row['compute_floor_ms']:.4g} ms{extra})")
         del model, para, forward, prompts
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    results.save(rows)
-    log(budget, f"wrote {args.output} ({len(rows)} rows from this run)")
-    if not args.no_plot:
-        from plots import plot_file
-
-        plot_file(args.output)
+        free_memory(device)
+    results.finish(rows, budget, plot=not args.no_plot)
 
 
 if __name__ == "__main__":

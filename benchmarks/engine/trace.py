@@ -35,7 +35,6 @@ Examples (from the repository root):
 from __future__ import annotations
 
 import argparse
-import gc
 import random
 import tempfile
 import time
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from measure import Budget, ResultFile, log, percentile, pick_device
+from measure import Budget, ResultFile, free_memory, log, percentile, pick_device
 from models import (PARA_RANK, SHAPES, build_backbone, para_matched_lora_rank, random_lora, randomize_para_adapter,
                     save_peft_lora)
 from parapeft import BASE_ADAPTER, ParaConfig, get_para_model
@@ -285,15 +284,8 @@ def main() -> None:
                 header.setdefault("errors", []).append({"mode": mode, "error": f"{type(err).__name__}: {err}"})
                 results.save(rows)
             del engine
-            gc.collect()
-            if device == "cuda":
-                torch.cuda.empty_cache()
-    results.save(rows)
-    log(budget, f"wrote {args.output} ({len(rows)} rows)")
-    if not args.no_plot:
-        from plots import plot_file
-
-        plot_file(args.output)
+            free_memory(device)
+    results.finish(rows, budget, plot=not args.no_plot)
 
 
 if __name__ == "__main__":
