@@ -43,8 +43,8 @@ import torch
 
 from hf_baselines import (PEFT_RANK, hf_generate_step, hf_static_step, lora_adapter_bytes, peft_mixed_model, peft_step,
                           prepare_for_compile)
-from measure import (H200_HBM_BYTES_PER_S, Budget, ResultFile, floor_ms, free_memory, kv_bytes, log, pick_device,
-                     time_steps, weight_bytes)
+from measure import (H200_HBM_BYTES_PER_S, Budget, ResultFile, add_output_arguments, floor_ms, free_memory, kv_bytes,
+                     log, pick_device, time_steps, weight_bytes)
 from models import SHAPES, build_backbone, lora_parameters_per_rank, para_matched_lora_rank, random_lora
 from parapeft.engine.decoder import GraphedStep, SlotDecoder
 
@@ -76,12 +76,7 @@ def parse_args() -> argparse.Namespace:
                         help="skip hf_static's cross-check through generate (at --sweep-batch)")
     parser.add_argument("--hbm-tb-s", type=float, default=H200_HBM_BYTES_PER_S / 1e12,
                         help="HBM bandwidth for the floor, TB/s (default: H200, 4.8)")
-    parser.add_argument("--budget-s", type=float, default=170,
-                        help="stop starting new rows after this many seconds (the JSON keeps what was measured)")
-    parser.add_argument("--output", type=Path, default=Path(__file__).with_name("decode_step.json"))
-    parser.add_argument("--append", action="store_true",
-                        help="keep the rows already in --output (same device) that this run does not re-measure")
-    parser.add_argument("--no-plot", action="store_true")
+    add_output_arguments(parser, Path(__file__).with_name("decode_step.json"), budget_s=170)
     return parser.parse_args()
 
 

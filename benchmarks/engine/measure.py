@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import platform
@@ -110,6 +111,16 @@ class Budget:
 
     def exhausted(self) -> bool:
         return self.elapsed() > self.seconds
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, output: Path, budget_s: float) -> None:
+    """The options every engine benchmark shares: its time budget and where its JSON (and PNG) go."""
+    parser.add_argument("--budget-s", type=float, default=budget_s,
+                        help="stop starting new rows after this many seconds (the JSON keeps what was measured)")
+    parser.add_argument("--output", type=Path, default=output)
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows already in --output (same device) that this run does not re-measure")
+    parser.add_argument("--no-plot", action="store_true")
 
 
 def log(budget: Budget | None, message: str) -> None:

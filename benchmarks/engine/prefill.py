@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from measure import H200_BF16_FLOPS, Budget, ResultFile, free_memory, log, pick_device, time_steps
+from measure import (H200_BF16_FLOPS, Budget, ResultFile, add_output_arguments, free_memory, log, pick_device,
+                     time_steps)
 from models import PARA_RANK, SHAPES, build_backbone, randomize_para_adapter
 from parapeft import ParaConfig, get_para_model
 
@@ -39,12 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, default=H200_BF16_FLOPS / 1e12,
                         help="dense BF16 peak for the compute floor, TFLOP/s (default: H200, 989)")
-    parser.add_argument("--budget-s", type=float, default=170,
-                        help="stop starting new rows after this many seconds (the JSON keeps what was measured)")
-    parser.add_argument("--output", type=Path, default=Path(__file__).with_name("prefill.json"))
-    parser.add_argument("--append", action="store_true",
-                        help="keep the rows already in --output (same device) that this run does not re-measure")
-    parser.add_argument("--no-plot", action="store_true")
+    add_output_arguments(parser, Path(__file__).with_name("prefill.json"), budget_s=170)
     return parser.parse_args()
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from measure import Budget, ResultFile, free_memory, log, percentile, pick_device
+from measure import Budget, ResultFile, add_output_arguments, free_memory, log, percentile, pick_device
 from models import (PARA_RANK, SHAPES, build_backbone, para_matched_lora_rank, random_lora, randomize_para_adapter,
                     save_peft_lora)
 from parapeft import BASE_ADAPTER, ParaConfig, get_para_model
@@ -72,12 +72,7 @@ def parse_args() -> argparse.Namespace:
                         help="PARA adapters the engine keeps attached on the device (the rest wait in CPU memory)")
     parser.add_argument("--lora-rank", type=int, default=None, help="default: the rank with PARA's parameter count")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budget-s", type=float, default=175,
-                        help="skip runs that would start after this many seconds (the JSON keeps what was measured)")
-    parser.add_argument("--output", type=Path, default=Path(__file__).with_name("trace.json"))
-    parser.add_argument("--append", action="store_true",
-                        help="keep the rows already in --output (same device) that this run does not re-measure")
-    parser.add_argument("--no-plot", action="store_true")
+    add_output_arguments(parser, Path(__file__).with_name("trace.json"), budget_s=175)
     return parser.parse_args()
 
 
