@@ -46,7 +46,7 @@ export class RateLimiter {
 
   constructor(private readonly clock: () => number = () => Math.floor(Date.now() / 1000)) {}
 
-  /** Admits one request or throws 429; `cost` requests are counted at once (a request with n choices counts n). */
+  /** Admits a request or throws 429; `cost` requests are counted at once (callers count an HTTP request once, whatever its n). */
   admit(tenant: string, limits: Limits, cost = 1): void {
     const now = this.clock();
     const requests = window(this.requests, tenant);

@@ -14,12 +14,6 @@ export interface DemoOptions {
   protoPath: string;
 }
 
-/** Stats as the engine sends them; the peak fields are newer than the gateway's own StatsResponse type. */
-interface EngineStats extends StatsResponse {
-  peak_batch_rows: number;
-  peak_batch_adapters: number;
-}
-
 /** Long enough that every request is still decoding when the last one joins the batch. */
 const MAX_TOKENS = 28;
 
@@ -39,13 +33,13 @@ const shortQuestion = (prompt: string) => {
   return /Question: (.*)\n/.exec(prompt)?.[1] ?? prompt;
 };
 
-async function engineStats(workers: string[], protoPath: string): Promise<{ address: string; stats: EngineStats }[]> {
+async function engineStats(workers: string[], protoPath: string): Promise<{ address: string; stats: StatsResponse }[]> {
   const Engine = loadEngineService(protoPath);
   return Promise.all(
     workers.map(async (address) => {
       const client = new EngineClient(address, Engine);
       try {
-        return { address, stats: (await client.stats(5000)) as EngineStats };
+        return { address, stats: await client.stats(5000) };
       } finally {
         client.close();
       }

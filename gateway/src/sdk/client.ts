@@ -1,4 +1,5 @@
-// A small typed client for the gateway's admin and adapter API, over fetch (Node 20+ or a browser).
+// A small typed client for the gateway's admin and adapter API, over fetch (Node 20.19+; it reads adapter
+// directories from disk, so it is not a browser module).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Adapter, ApiKey, CreatedApiKey, Model, Overview, Tenant, TenantUsage } from './types.js';

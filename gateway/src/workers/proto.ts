@@ -66,6 +66,8 @@ export interface StatsResponse {
   requests_finished: number;
   tokens_generated: number;
   adapters_loaded: number;
+  peak_batch_rows: number;
+  peak_batch_adapters: number;
 }
 
 export type EngineServiceClient = grpc.Client & {
