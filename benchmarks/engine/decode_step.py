@@ -13,10 +13,12 @@ cache, on a backbone with random weights (bf16 on a GPU). Modes:
              (torch.compile, mode "reduce-overhead"); plus a cross-check through generate itself
 
 On a GPU the engine's step is replayed from CUDA graphs (runner "cuda_graph", what the engine serves
-with) and also timed eager (runner "eager"); on a CPU it runs eager only. The engine gathers every
-row's vectors or matrices by slot, so its step costs the same whatever the number of distinct
-adapters: it is timed with a distinct adapter per row, plus one batch (--sweep-batch) with 1, 8, 32
-and 64 distinct adapters to show it. peft_lora is timed for every (batch, distinct ≤ batch) pair.
+with) and also timed eager (runner "eager"); on a CPU it runs eager only. Where the engine has its Triton
+kernels (a GPU with Triton), those runners time the fused step; --fused off|both times the PyTorch step
+instead or as well, as runners "cuda_graph_unfused" and "eager_unfused" (every engine row says "fused").
+The engine gathers every row's vectors or matrices by slot, so its step costs the same whatever the
+number of distinct adapters: it is timed with a distinct adapter per row, plus one batch (--sweep-batch)
+with 1, 8, 32 and 64 distinct adapters to show it. peft_lora is timed for every (batch, distinct ≤ batch) pair.
 
 hbm_floor_ms is the step's memory traffic at the HBM bandwidth (--hbm-tb-s, 4.8 TB/s for an H200):
 every backbone weight once (the embedding lookup excluded), the adapters' weights that the rows use
@@ -25,6 +27,8 @@ every backbone weight once (the embedding lookup excluded), the adapters' weight
 Examples (from the repository root):
   python benchmarks/engine/decode_step.py --shape 1.1b --modes bare para lora peft_lora
   python benchmarks/engine/decode_step.py --shape 1.1b --modes hf_static --append
+  python benchmarks/engine/decode_step.py --shape 1.1b --modes bare para --batch-sizes 64 --distinct 32 \
+      --no-eager --fused both --output /tmp/fused.json                 # fused vs unfused kernels
   python benchmarks/engine/decode_step.py --shape tiny --batch-sizes 1 8 --distinct 1 8 --sweep-batch 8 \\
       --steps 3 --peft-steps 2 --output /tmp/decode.json            # a quick check anywhere
 Results go to --output (JSON, rewritten after every row) and a PNG next to it.
@@ -69,6 +73,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lora-ranks", type=int, nargs="*", default=None,
                         help="engine LoRA ranks (default: 8, 16 and the rank with PARA's parameter count)")
     parser.add_argument("--no-eager", action="store_true", help="on a GPU, skip the eager engine rows")
+    parser.add_argument("--fused", choices=("on", "off", "both"), default="on",
+                        help="the engine's Triton-fused step (on, where available), its PyTorch step (off, runners "
+                             "*_unfused), or both in one run")
     parser.add_argument("--engine-compile", action="store_true",
                         help="on a GPU, also time the engine's graphs of torch.compile'd steps (runner "
                              "compiled_graph; one compilation per batch size and mode: minutes)")
@@ -188,6 +195,15 @@ def _supports_compile() -> bool:
     return "compile" in inspect.signature(GraphedStep.__init__).parameters
 
 
+def _variants(runner: str, can_fuse: bool, choice: str) -> list[tuple[str, bool]]:
+    """(runner name, fused) pairs to time: the fused step keeps the runner's name, the PyTorch step where
+    the fused one exists is "<runner>_unfused"; a compiled step is always the PyTorch code."""
+    if runner == "compiled_graph" or not can_fuse:
+        return [(runner, False)]
+    wanted = {"on": [True], "off": [False], "both": [True, False]}[choice]
+    return [(runner if fused else f"{runner}_unfused", fused) for fused in wanted]
+
+
 def engine_rows(run: Run, modes: list[str], lora_ranks: list[int]) -> None:
     args, model, device = run.args, run.model, run.device
     max_batch = max(args.batch_sizes)
@@ -210,18 +226,21 @@ def engine_rows(run: Run, modes: list[str], lora_ranks: list[int]) -> None:
                    for b in args.batch_sizes}  # the same inputs for every mode and runner
     for mode, slots, use_para, rank in setups:
         per_rank = lora_parameters_per_rank(model.config)
-        for runner in runners:
+        variants = [(base_runner, name, fused) for base_runner in runners
+                    for name, fused in _variants(base_runner, slots.decoder.fused, args.fused)]
+        for runner, name, fused in variants:
             if runner == "eager" and mode == "lora" and device == "cuda":
                 continue  # the LoRA mode is served from graphs; its eager step adds nothing to bare/para eager
             if runner == "cuda_graph":
-                step = GraphedStep(slots.decoder, max_batch, para=use_para)
+                step = GraphedStep(slots.decoder, max_batch, para=use_para, fused=fused)
             elif runner == "compiled_graph":
                 step = GraphedStep(slots.decoder, max_batch, para=use_para, compile=True)
             else:
-                step = lambda s, t, p, length, d=slots.decoder, on=use_para: d.step(s, t, p, para=on, length=length)
+                step = lambda s, t, p, length, d=slots.decoder, on=use_para, f=fused: d.step(s, t, p, para=on,
+                                                                                          length=length, fused=f)
             for batch in args.batch_sizes:
                 for distinct in (run.sweep(batch) if mode != "bare" else [0]):
-                    if run.out_of_time(f"{mode} [{runner}] batch {batch}"):
+                    if run.out_of_time(f"{mode} [{name}] batch {batch}"):
                         return
                     slots.fill(max(distinct, 1))
                     rows = torch.arange(batch, device=device)
@@ -237,7 +256,7 @@ def engine_rows(run: Run, modes: list[str], lora_ranks: list[int]) -> None:
                     elif mode == "lora":  # at least each distinct adapter's matrices once
                         adapter_bytes = distinct * rank * per_rank * run.dtype.itemsize
                         extra = {"lora_rank": rank}
-                    run.record(mode, runner, batch, distinct, timing, adapter_bytes, **extra)
+                    run.record(mode, name, batch, distinct, timing, adapter_bytes, fused=fused, **extra)
     del setups
     gc.collect()
     if device == "cuda":
@@ -296,7 +315,11 @@ def main() -> None:
               "hbm_note": "floor = (weights read once, embedding lookup excluded + adapter weights used + KV cache "
                           "of the context) / HBM bandwidth",
               "dtype": str(dtype).replace("torch.", ""),
-              "runners": {"cuda_graph": "engine step replayed from a CUDA graph per batch bucket",
+              "runners": {"cuda_graph": "engine step replayed from a CUDA graph per batch bucket (Triton-fused "
+                                        "where the row says fused)",
+                          "cuda_graph_unfused": "cuda_graph with the engine's PyTorch step where Triton kernels "
+                                                "exist (--fused off|both)",
+                          "eager_unfused": "eager with the engine's PyTorch step (--fused off|both)",
                           "compiled_graph": "engine step compiled by torch.compile, then replayed from CUDA graphs",
                           "eager": "eager PyTorch",
                           "compiled_forward": "HF forward compiled as generate does (inductor, reduce-overhead), "

@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="prompt tokens admitted per step (at least one prompt), so bursts do not stall decoding")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this worker is gone (set by `para serve`)")
+    p.add_argument("--no-fused-kernels", dest="fused", action="store_const", const=False, default=None,
+                   help="on a GPU, decode with the PyTorch step instead of the Triton kernels (which are used "
+                        "by default when Triton is installed)")
     p.add_argument("--compile", action="store_true",
                    help="on a GPU, compile the decoding step with torch.compile before capturing CUDA graphs "
                         "(fewer, fused kernels; each new batch/context bucket compiles once)")
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         para.delete_adapter("initial")
     service = EngineService(para, tokenizer, args.model, slots=args.slots, max_len=args.max_len,
                             device_adapters=args.device_adapters, compile=args.compile,
-                            prefill_tokens_per_step=args.prefill_tokens)
+                            prefill_tokens_per_step=args.prefill_tokens, fused=args.fused)
     server, port = serve(service, args.port, args.host)
     print(f"engine serving {args.model} on {args.host}:{port} ({device}, {args.slots} slots, adapters: "
           f"{', '.join(para.peft_config) or 'none yet'})", flush=True)

@@ -45,11 +45,12 @@ class Request:
 class Engine:
     def __init__(self, para: ParaModel, slots: int = 16, max_len: int = 1024, eos_token_ids: set[int] | None = None,
                  device_adapters: int = 64, cuda_graphs: bool | None = None, lora_rank: int = 0,
-                 compile: bool = False, prefill_tokens_per_step: int = 2048):
+                 compile: bool = False, prefill_tokens_per_step: int = 2048, fused: bool | None = None):
         self.para = para.eval()
         self.adapters = AdapterStore(para, device_adapters)
         self.loras: dict[str, dict] = {}  # LoRA mode: name -> per-layer (A, scaled B), on the device
-        self.decoder = SlotDecoder(para.base_model, slots, max_len, lora_rank=lora_rank)
+        # fused: the decoding step's Triton kernels (default: on a CUDA device with Triton installed)
+        self.decoder = SlotDecoder(para.base_model, slots, max_len, lora_rank=lora_rank, fused=fused)
         on_gpu = self.decoder.keys.is_cuda
         if cuda_graphs and not on_gpu:
             raise EngineError("CUDA graphs need the model on a CUDA device")

@@ -41,9 +41,10 @@ class _Stream:
 
 class EngineService:
     def __init__(self, para: ParaModel, tokenizer, model_name: str, slots: int = 16, max_len: int = 1024,
-                 device_adapters: int = 64, compile: bool = False, prefill_tokens_per_step: int = 2048):
+                 device_adapters: int = 64, compile: bool = False, prefill_tokens_per_step: int = 2048,
+                 fused: bool | None = None):
         self.engine = Engine(para, slots=slots, max_len=max_len, device_adapters=device_adapters, compile=compile,
-                             prefill_tokens_per_step=prefill_tokens_per_step)
+                             prefill_tokens_per_step=prefill_tokens_per_step, fused=fused)
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.lock = threading.Lock()

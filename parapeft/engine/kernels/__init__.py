@@ -1,0 +1,20 @@
+"""Fused kernels for the decoding step: fewer launches per layer, and PARA's per-row multiplies inside them.
+
+``triton_ops`` holds the Triton kernels (RMSNorm with the residual add, rotary embedding with the cache
+writes, SiLU-and-multiply); ``fused_linear`` concatenates the projections that read the same input into
+one matmul. Importing this package never imports Triton: ``available()`` says whether it can be used.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def available() -> bool:
+    """Whether Triton imports (it ships with CUDA builds of torch; CPU installs usually lack it)."""
+    try:
+        import triton.language  # noqa: F401 - importing is the check
+    except Exception:  # noqa: BLE001 - a broken Triton install means the same as none: the torch path
+        return False
+    return True

@@ -1,0 +1,267 @@
+"""The decoding step's Triton kernels against the PyTorch code they replace, run by Triton's CPU interpreter.
+
+Triton decides between compiling and interpreting when a kernel (or Triton's own library) is decorated,
+so TRITON_INTERPRET must be set before Triton is first imported, and setting it inside pytest would
+also turn every later Triton kernel of the run into interpreted code. So the tests run in this process
+only when it was started with TRITON_INTERPRET=1; otherwise ``test_kernels_under_the_interpreter`` runs
+this module in a subprocess with it set, and the tests are skipped here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+triton_language = pytest.importorskip(
+    "triton.language", reason="the fused kernels need Triton (pip install triton); the engine runs without it")
+
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+from transformers.models.llama.modeling_llama import LlamaRMSNorm  # noqa: E402
+
+from parapeft import BASE_ADAPTER  # noqa: E402
+from parapeft.engine import Engine, SamplingParams  # noqa: E402
+from parapeft.engine.decoder import SlotDecoder, _rotate_half  # noqa: E402
+from parapeft.engine.kernels.fused_linear import FusedLinear  # noqa: E402
+from test_engine import prompts, reference, tiny_para  # noqa: E402
+from tiny_models import tiny_model  # noqa: E402
+
+INTERPRETED = isinstance(triton_language.sum, InterpretedFunction)  # Triton's library decorated for the CPU
+
+
+def _round_bf16_to_nearest() -> bool:
+    """Make the interpreter round float32 to bf16 to nearest even, as GPUs and PyTorch do (it truncates).
+
+    Then a bf16 kernel can be checked bit for bit against eager PyTorch, whose rounding it reproduces.
+    Best effort: a Triton without this internal function keeps truncating and the bf16 checks are looser.
+    """
+    from triton.runtime import interpreter
+
+    convert = getattr(interpreter, "_convert_float", None)
+    if convert is None:
+        return False
+
+    def rounded(data, input_dtype, output_dtype, rounding_mode):
+        if input_dtype == triton_language.float32 and output_dtype == triton_language.bfloat16:
+            as_bf16 = torch.from_numpy(np.array(data, dtype=np.float32)).to(torch.bfloat16)
+            return as_bf16.view(torch.int16).numpy().view(np.uint16)
+        return convert(data, input_dtype, output_dtype, rounding_mode)
+
+    interpreter._convert_float = rounded
+    return True
+
+
+if INTERPRETED:
+    from parapeft.engine.kernels import triton_ops as ops
+
+    BF16_ROUNDED = _round_bf16_to_nearest()
+
+interpreted = pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1 from the start: "
+                                                       "run by test_kernels_under_the_interpreter in a subprocess")
+
+
+@pytest.mark.skipif(INTERPRETED, reason="this process interprets Triton: the tests run here directly")
+def test_kernels_under_the_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                          timeout=1200, check=False)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    passed = re.search(r"(\d+) passed", done.stdout)
+    assert passed and int(passed.group(1)) >= 60, f"the interpreted tests did not run:\n{done.stdout[-3000:]}"
+
+
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def assert_matches(got: torch.Tensor, expected: torch.Tensor, exact: bool = False) -> None:
+    """Equal (``exact``: the kernel reproduces every eager rounding) or within one rounding step (a
+    reduction in another order). bf16 under an interpreter that truncates: within a few bf16 steps."""
+    if got.dtype == torch.bfloat16 and not BF16_ROUNDED:
+        torch.testing.assert_close(got, expected, atol=0.05, rtol=0.03)
+    elif exact:
+        assert torch.equal(got, expected), (got.float() - expected.float()).abs().max()
+    elif got.dtype == torch.bfloat16:
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=2 ** -7)
+    else:
+        torch.testing.assert_close(got, expected)
+
+
+# --------------------------------------------------------------------------------------------- kernels
+@interpreted
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 64), (5, 96), (2, 3, 40)])
+def test_rms_norm_matches_hf_rmsnorm_with_and_without_the_residual_add(dtype, shape):
+    g = torch.Generator().manual_seed(0)
+    x, delta = (torch.randn(shape, generator=g).to(dtype) for _ in range(2))
+    norm = LlamaRMSNorm(shape[-1], eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.1 * torch.randn(shape[-1], generator=g))
+        assert_matches(ops.rms_norm(x, norm.weight, 1e-5), norm(x))
+        normed, summed = ops.rms_norm(delta, norm.weight, 1e-5, residual=x)
+        assert_matches(summed, x + delta, exact=True)  # the residual stream, rounded as the eager add rounds it
+        assert_matches(normed, norm(x + delta))
+
+
+def _rope(batch, head_dim, dtype, g):
+    angles = torch.rand(batch, head_dim // 2, generator=g) * 20
+    emb = torch.cat((angles, angles), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+@interpreted
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [8, 12, 64])  # 12: a half of 6 lanes, not a power of two
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("queries_at_slots", [False, True])
+def test_rotary_kernel_writes_the_caches_and_queries_of_the_eager_step(dtype, head_dim, scaled, queries_at_slots):
+    g = torch.Generator().manual_seed(1)
+    batch, heads, kv_heads, slot_count, max_len = 3, 4, 2, 5, 7
+    q = torch.randn(batch, heads * head_dim, generator=g).to(dtype)
+    k = torch.randn(batch, kv_heads * head_dim, generator=g).to(dtype)
+    v = torch.randn(batch, kv_heads * head_dim, generator=g).to(dtype)
+    qkv = torch.cat([q, k, v], dim=1)  # strided rows, as the fused projection gives them
+    q, k, v = qkv.split([q.shape[1], k.shape[1], v.shape[1]], dim=1)
+    cos, sin = _rope(batch, head_dim, dtype, g)
+    keys = torch.randn(slot_count, kv_heads, max_len, head_dim, generator=g).to(dtype)
+    values = torch.randn(slot_count, kv_heads, max_len, head_dim, generator=g).to(dtype)
+    slots, positions = torch.tensor([4, 0, 2]), torch.tensor([3, 0, 6])
+    q_scale = (1 + 0.1 * torch.randn(slot_count, q.shape[1], generator=g)).to(dtype) if scaled else None
+    v_scale = (1 + 0.1 * torch.randn(slot_count, v.shape[1], generator=g)).to(dtype) if scaled else None
+
+    # The eager step's code (SlotDecoder._run with T = 1).
+    expected_q = q * q_scale[slots] if scaled else q
+    expected_v = v * v_scale[slots] if scaled else v
+    expected_q = expected_q.view(batch, heads, head_dim)
+    rot_k = k.view(batch, kv_heads, head_dim)
+    c, s = cos.unsqueeze(1), sin.unsqueeze(1)
+    expected_q = expected_q * c + _rotate_half(expected_q) * s
+    rot_k = rot_k * c + _rotate_half(rot_k) * s
+    expected_keys, expected_values = keys.clone(), values.clone()
+    expected_keys[slots, :, positions] = rot_k
+    expected_values[slots, :, positions] = expected_v.view(batch, kv_heads, head_dim)
+
+    q_out = torch.zeros(slot_count, heads, head_dim, dtype=dtype) if queries_at_slots else None
+    got = ops.rotary_to_cache(q, k, v, cos, sin, keys, values, slots, positions, q_out=q_out,
+                              q_rows=slots if queries_at_slots else None, q_scale=q_scale, v_scale=v_scale,
+                              scale_rows=slots if scaled else None)
+    assert_matches(got[slots] if queries_at_slots else got, expected_q, exact=True)
+    assert_matches(keys, expected_keys, exact=True)
+    assert_matches(values, expected_values, exact=True)
+    if queries_at_slots:  # slots outside the batch keep their (zero) queries
+        assert not got[[1, 3]].any()
+
+
+@interpreted
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 48), (4, 1500), (2, 2, 96)])  # 1500: two column blocks, ragged
+@pytest.mark.parametrize("scaled", [False, True])
+def test_silu_mul_matches_the_eager_activation_and_para_multiply(dtype, shape, scaled):
+    g = torch.Generator().manual_seed(2)
+    gate, up = (torch.randn(shape, generator=g).mul(3).to(dtype) for _ in range(2))
+    rows = gate.numel() // shape[-1]
+    if scaled:
+        scale = (1 + 0.1 * torch.randn(rows + 2, shape[-1], generator=g)).to(dtype)
+        scale_rows = torch.randperm(rows + 2, generator=g)[:rows]
+        got = ops.silu_mul(gate, up, scale, scale_rows)
+        expected = F.silu(gate) * (up * scale[scale_rows].view(shape))
+    else:
+        got, expected = ops.silu_mul(gate, up), F.silu(gate) * up
+    # bf16: every rounding reproduced; float32: exp may differ from PyTorch's in the last bit
+    assert_matches(got, expected, exact=dtype == torch.bfloat16)
+
+
+@interpreted
+def test_fused_projections_share_the_modules_weights_and_give_their_outputs():
+    layers = [torch.nn.Linear(16, width, bias=True) for width in (12, 4, 4)]
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        expected = [layer(x) for layer in layers]
+        fused = FusedLinear.build(layers)
+        assert fused is not None and fused.is_current()
+        for got, want, layer in zip(fused(x), expected, layers):
+            torch.testing.assert_close(got, want)
+            assert layer(x).equal(want)  # the HF modules still compute what they did
+        layers[1].weight[0, 0] = 7.0  # the module's parameter is a view: the fused weight sees the write
+        assert fused.weight[12, 0] == 7.0
+        again = FusedLinear.build(layers)  # a second decoder on the same model shares the fused tensor
+        assert again.weight.data_ptr() == fused.weight.data_ptr() and fused.is_current()
+        assert torch.equal(again.weight, fused.weight) and torch.equal(again.bias, fused.bias)
+    assert FusedLinear.build([torch.nn.Linear(16, 4), torch.nn.Linear(16, 4, bias=False)]) is None
+
+
+# --------------------------------------------------------------------------------------------- decoder
+def _filled_decoder(arch: str, dtype: torch.dtype, slots: int, lora_rank: int = 0) -> SlotDecoder:
+    """A fused decoder whose slots hold random prompt caches and random PARA vectors (slot 1: vectors of ones)."""
+    model = tiny_model(arch).to(dtype)
+    decoder = SlotDecoder(model, slots, 32, lora_rank=lora_rank, fused=True)
+    g = torch.Generator().manual_seed(3)
+    decoder.keys.copy_(torch.randn(decoder.keys.shape, generator=g))
+    decoder.values.copy_(torch.randn(decoder.values.shape, generator=g))
+    for target, buffer in decoder.scales.items():
+        buffer.copy_(1 + 0.2 * torch.randn(buffer.shape, generator=g))
+        buffer[:, 1] = 1.0  # a bare row among PARA rows
+    for target in decoder.lora_a:
+        decoder.lora_a[target][:, 0].normal_(generator=g)
+        decoder.lora_b[target][:, 0].normal_(generator=g).mul_(0.1)
+    return decoder
+
+
+def _both_steps(decoder, slots, tokens, positions, para):
+    """(logits, keys, values) of the eager step and of the fused step, each from the same starting caches."""
+    keys, values = decoder.keys.clone(), decoder.values.clone()
+    results = []
+    for fused in (False, True):
+        decoder.keys.copy_(keys)
+        decoder.values.copy_(values)
+        logits = decoder.step(slots, tokens, positions, para=para, length=24, fused=fused)
+        results.append((logits, decoder.keys.clone(), decoder.values.clone()))
+    return results
+
+
+@interpreted
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])  # qwen2: q/k/v biases; qwen3: q/k norms
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("para", [False, True])
+@pytest.mark.parametrize("batch", [2, 5])  # 2 of 6 slots: gathered caches; 5: every slot in place
+def test_fused_step_equals_the_eager_step(arch, dtype, para, batch):
+    decoder = _filled_decoder(arch, dtype, slots=6)
+    g = torch.Generator().manual_seed(4)
+    slots = torch.tensor([3, 1, 0, 5, 2][:batch])
+    tokens = torch.randint(3, 90, (batch,), generator=g)
+    positions = torch.tensor([20, 7, 0, 23, 11][:batch])
+    (eager, eager_keys, eager_values), (fused, fused_keys, fused_values) = _both_steps(
+        decoder, slots, tokens, positions, para)
+    tolerance = {} if dtype == torch.float32 else {"atol": 0.05, "rtol": 0.05}
+    torch.testing.assert_close(fused, eager, **tolerance)
+    assert torch.equal(fused.argmax(-1), eager.argmax(-1))
+    torch.testing.assert_close(fused_keys, eager_keys, **tolerance)
+    torch.testing.assert_close(fused_values, eager_values, **tolerance)
+
+
+@interpreted
+def test_fused_step_applies_lora_rows_like_the_eager_step():
+    decoder = _filled_decoder("llama", torch.float32, slots=4, lora_rank=2)
+    slots, tokens, positions = torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7]), torch.tensor([3, 9, 4])
+    (eager, *_), (fused, *_) = _both_steps(decoder, slots, tokens, positions, para=False)
+    torch.testing.assert_close(fused, eager)
+
+
+@interpreted
+def test_engine_with_fused_kernels_gives_each_request_its_reference_tokens():
+    para = tiny_para("llama")
+    batch = prompts([5, 9, 7, 6])
+    adapters = ["a", "b", BASE_ADAPTER, "a"]
+    expected = [reference(para, p, a, 6) for p, a in zip(batch, adapters)]
+    engine = Engine(para, slots=3, max_len=64, fused=True)
+    assert engine.decoder.fused
+    requests = [engine.submit(p, a, SamplingParams(max_tokens=6)) for p, a in zip(batch, adapters)]
+    engine.run_until_done()
+    assert [r.tokens for r in requests] == expected
