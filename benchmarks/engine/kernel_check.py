@@ -161,25 +161,10 @@ def check_step(model, slots: EngineSlots, args) -> dict:
 
 def check_engine() -> dict:
     """A tiny Llama with a PARA adapter through the Engine: fused graphs against the eager PyTorch step."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-    from tiny_models import randomize_adapter, tiny_model
+    from graph_check import tiny_engine_tokens
 
-    from parapeft import BASE_ADAPTER, ParaConfig, get_para_model
-    from parapeft.engine import Engine, SamplingParams
-
-    para = get_para_model(tiny_model("llama"), ParaConfig(r=4), adapter_name="a")
-    randomize_adapter(para, "a", 1)
-    para = para.cuda().eval()
-    out = {}
-    for name, options in {"eager_pytorch": {"cuda_graphs": False, "fused": False},
-                          "graphs_fused": {"cuda_graphs": True, "fused": True}}.items():
-        engine = Engine(para, slots=4, max_len=96, **options)
-        g = torch.Generator().manual_seed(0)
-        requests = [engine.submit(torch.randint(3, 96, (n,), generator=g).tolist(), a,
-                                  SamplingParams(max_tokens=40, ignore_eos=True))
-                    for n, a in zip((5, 9, 7, 6, 8), ["a", BASE_ADAPTER, "a", "a", BASE_ADAPTER])]
-        engine.run_until_done()
-        out[name] = [r.tokens for r in requests]
+    out = tiny_engine_tokens({"eager_pytorch": {"cuda_graphs": False, "fused": False},
+                              "graphs_fused": {"cuda_graphs": True, "fused": True}})
     return {"tokens_equal": out["graphs_fused"] == out["eager_pytorch"],
             "rows_equal": sum(a == b for a, b in zip(out["graphs_fused"], out["eager_pytorch"]))}
 
