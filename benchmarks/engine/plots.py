@@ -39,6 +39,26 @@ def _label(row: dict) -> str:
     return f"{row['mode']}{rank} ({row['runner']})"
 
 
+# One colour per mode and one line style per runner, so a series reads the same in every panel.
+MODE_COLORS = {"bare": "tab:gray", "para": "tab:orange", "lora": "tab:green", "peft_lora": "tab:red",
+               "hf_static": "tab:blue"}
+RUNNER_STYLES = {"cuda_graph": "-", "cuda_graph_unfused": "--", "eager": ":", "eager_unfused": ":",
+                 "compiled_graph": "-.", "compiled_forward": "-", "generate": "none"}
+
+
+def _plot_series(ax, series: dict[str, list], styles: dict[str, tuple[str, str]]) -> None:
+    for label, points in sorted(series.items()):
+        points.sort()
+        color, linestyle = styles[label]
+        ax.plot(*zip(*points), marker="o", color=color, linestyle=linestyle, label=label)
+
+
+def _engine_lora_kept(rows: list[dict]) -> list[dict]:
+    """Drop the engine's smaller LoRA ranks from a figure: the rank with PARA's parameter count stays."""
+    top = max((r["lora_rank"] for r in rows if r["mode"] == "lora"), default=None)
+    return [r for r in rows if r["mode"] != "lora" or r["lora_rank"] == top]
+
+
 def plot_decode(data: dict, png: Path) -> Path | None:
     """Per shape: step time vs batch size (log y, HBM floor of the bare step), and vs distinct adapters."""
     plt = _pyplot()
@@ -48,7 +68,8 @@ def plot_decode(data: dict, png: Path) -> Path | None:
     shapes = sorted({r["shape"] for r in rows})
     fig, axes = plt.subplots(len(shapes), 2, figsize=(13, 4.8 * len(shapes)), squeeze=False)
     for (left, right), shape in zip(axes, shapes):
-        mine = [r for r in rows if r["shape"] == shape]
+        mine = _engine_lora_kept([r for r in rows if r["shape"] == shape])
+        styles = {_label(r): (MODE_COLORS.get(r["mode"], "black"), RUNNER_STYLES.get(r["runner"], "-")) for r in mine}
         most_distinct = defaultdict(int)  # peft_lora's largest distinct count per batch (distinct <= 64)
         for r in mine:
             if r["mode"] == "peft_lora":
@@ -59,9 +80,7 @@ def plot_decode(data: dict, png: Path) -> Path | None:
                           or (r["mode"] == "peft_lora" and r["distinct_adapters"] == most_distinct[r["batch_size"]]))
             if worst_case:
                 series[_label(r)].append((r["batch_size"], r["step_ms"]))
-        for label, points in sorted(series.items()):
-            points.sort()
-            left.plot(*zip(*points), marker="o", label=label)
+        _plot_series(left, series, styles)
         floor = sorted({(r["batch_size"], r["hbm_floor_ms"]) for r in mine if r["mode"] == "bare"}
                        or {(r["batch_size"], r["hbm_floor_ms"]) for r in mine if r["mode"] == "hf_static"})
         if floor:
@@ -82,9 +101,7 @@ def plot_decode(data: dict, png: Path) -> Path | None:
             for r in adapter_rows:
                 if r["batch_size"] == batch:
                     sweep[_label(r)].append((r["distinct_adapters"], r["step_ms"]))
-            for label, points in sorted(sweep.items()):
-                points.sort()
-                right.plot(*zip(*points), marker="o", label=label)
+            _plot_series(right, sweep, styles)
             right.set(xscale="log", yscale="log", xlabel="distinct adapters in the batch", ylabel="decoding step (ms)",
                       title=f"{shape}: batch {batch}, varying distinct adapters")
             _integer_ticks(right, sorted(counts[batch]))
