@@ -1,4 +1,6 @@
 // Recent traffic for the dashboard: per-second counts and latencies of finished requests, last 120 seconds.
+import { percentileTenth } from './percentiles.js';
+
 const SECONDS = 120;
 
 interface Second {
@@ -14,15 +16,6 @@ export interface SeriesPoint {
   tokens: number;
   p50_ms: number | null;
   p99_ms: number | null;
-}
-
-export function percentile(sorted: number[], q: number): number | null {
-  if (sorted.length === 0) return null;
-  const rank = q * (sorted.length - 1);
-  const lo = Math.floor(rank);
-  const hi = Math.ceil(rank);
-  const value = sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (rank - lo);
-  return Math.round(value * 10) / 10;
 }
 
 export class TrafficWindow {
@@ -50,7 +43,7 @@ export class TrafficWindow {
     for (let t = now - (SECONDS - 1) * 1000; t <= now; t += 1000) {
       const s = this.seconds.get(t);
       const sorted = s ? [...s.latencies].sort((a, b) => a - b) : [];
-      points.push({ t, requests: s?.requests ?? 0, tokens: s?.tokens ?? 0, p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99) });
+      points.push({ t, requests: s?.requests ?? 0, tokens: s?.tokens ?? 0, p50_ms: percentileTenth(sorted, 0.5), p99_ms: percentileTenth(sorted, 0.99) });
     }
     return points;
   }
@@ -59,6 +52,6 @@ export class TrafficWindow {
   latency(): { p50: number | null; p90: number | null; p99: number | null } {
     const cutoff = Math.floor(this.clock() / 1000) * 1000 - (SECONDS - 1) * 1000;
     const all = [...this.seconds.values()].filter((s) => s.t >= cutoff).flatMap((s) => s.latencies).sort((a, b) => a - b);
-    return { p50: percentile(all, 0.5), p90: percentile(all, 0.9), p99: percentile(all, 0.99) };
+    return { p50: percentileTenth(all, 0.5), p90: percentileTenth(all, 0.9), p99: percentileTenth(all, 0.99) };
   }
 }

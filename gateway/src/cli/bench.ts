@@ -7,7 +7,7 @@ import { availableParallelism, cpus, platform, release } from 'node:os';
 import { z } from 'zod';
 import { ParaApiError, ParaClient } from '../sdk/index.js';
 import { CliError, type Command, DEFAULT_URL, explainFetchError, intFlag, parseCommand, urlFlag } from './args.js';
-import { type Summary, summarize } from './percentiles.js';
+import { type Summary, summarize } from '../percentiles.js';
 import { streamChat } from './stream.js';
 
 const usage = `Usage: para bench [options]
