@@ -7,7 +7,7 @@ import type { TenantStore } from '../db/tenants.js';
 import { badRequest, forbidden, notFound, tooLarge } from '../errors.js';
 import { errorResponses } from '../openapi.js';
 import type { AdapterFiles } from '../registry/files.js';
-import { type AdapterRegistry, NAME_PATTERN } from '../registry/registry.js';
+import { type AdapterRegistry, type AdapterView, NAME_PATTERN } from '../registry/registry.js';
 
 export interface AdapterRouteDeps {
   registry: AdapterRegistry;
@@ -25,7 +25,7 @@ export const adapterSchema = z.object({
   parameters: z.number().int(),
   created: z.number().int(),
   versions: z.array(z.number().int()),
-});
+}) satisfies z.ZodType<AdapterView>; // the registry's view is the one declaration of this shape
 
 const uploadFieldsSchema = z.object({
   name: z.string().regex(NAME_PATTERN, 'name must match [a-z0-9][a-z0-9._-]{0,63}'),

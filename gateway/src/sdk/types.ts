@@ -19,16 +19,8 @@ export interface CreatedApiKey extends ApiKey {
   key: string;
 }
 
-export interface Adapter {
-  id: string;
-  owner: string | null;
-  version: number;
-  sha256: string;
-  bytes: number;
-  parameters: number;
-  created: number;
-  versions: number[];
-}
+/** An adapter as the registry reports it (one declaration, shared with the server). */
+export type { AdapterView as Adapter } from '../registry/registry.js';
 
 export interface TenantUsage {
   tenant: string;
