@@ -130,7 +130,8 @@ def chart(runs: list[dict], path: Path) -> None:
     axis.set_xticks(range(len(tasks)), [f"{t}\n({next(r['metric_name'] for r in runs if r['task'] == t)})" for t in tasks])
     axis.set_ylabel("dev metric ×100 (median, min–max over seeds)")
     axis.set_title(f"PARA vs peft baselines on {runs[0]['model']}, budget-matched")
-    axis.legend(ncols=len(methods))
+    axis.set_ylim(0, 1.15 * axis.get_ylim()[1])  # headroom, so the legend sits above the tallest bars
+    axis.legend(ncols=len(methods), loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -144,6 +145,9 @@ def export_adapters(runs: list[dict], runs_dir: Path, target: Path) -> None:
             continue
         best = max(candidates, key=lambda r: r["dev_metric"])
         source = runs_dir / Path(best["command"].split("--out ")[1].split(" ")[0]).name / "best"
+        if not (source / "adapter_model.safetensors").exists():  # made on another machine: keep what is there
+            print(f"kept {task}: the best run's adapter is not in {runs_dir}")
+            continue
         destination = target / task
         shutil.rmtree(destination, ignore_errors=True)
         destination.mkdir(parents=True)

@@ -35,12 +35,17 @@ METHODS = ["para", "lora", "dora", "ia3"]
 TASKS = ["copa", "boolq", "spider", "squad", "gsm8k"]  # cheapest first: whole tasks finish early
 # Per task: epochs, batch size (sequences; longer prompts get fewer, so every run's logits fit beside
 # seven others on one GPU), and how many dev examples pick the best checkpoint during training.
+# SQuAD and GSM8K train on the first `train_limit` examples (the same ones for every method), so that
+# one run fits in the ten minutes a GPU job may take; GSM8K's long worked answers are scored in
+# larger batches. `minutes` is a run's expected length beside others on a GPU (for --deadline) until
+# recorded runs of the task give a better estimate.
 SCHEDULE = {
-    "copa": {"epochs": 8, "batch_size": 32, "eval_limit": 100},
-    "boolq": {"epochs": 3, "batch_size": 16, "eval_limit": 200},
-    "spider": {"epochs": 4, "batch_size": 16, "eval_limit": 64},
-    "squad": {"epochs": 1, "batch_size": 16, "eval_limit": 200},
-    "gsm8k": {"epochs": 1, "batch_size": 16, "eval_limit": 100},
+    "copa": {"epochs": 8, "batch_size": 32, "eval_limit": 100, "minutes": 1.5},
+    "boolq": {"epochs": 3, "batch_size": 16, "eval_limit": 200, "minutes": 4},
+    "spider": {"epochs": 4, "batch_size": 16, "eval_limit": 64, "minutes": 4.5},
+    "squad": {"epochs": 1, "batch_size": 16, "eval_limit": 200, "train_limit": 4000, "minutes": 6},
+    "gsm8k": {"epochs": 1, "batch_size": 16, "eval_limit": 64, "train_limit": 2400, "eval_batch_size": 128,
+              "minutes": 7},
 }
 SMOKE = {"max_steps": 2, "train_limit": 8, "eval_limit": 4, "dev_limit": 4, "batch_size": 4}
 
@@ -91,7 +96,7 @@ class Study:
         extra = "-".join(f"{k}{job[k]}" for k in ("seed", "lr", "pooler", "rank") if job.get(k) is not None)
         return Path(self.args.runs) / f"{name}-{extra}"
 
-    def execute(self, job: dict) -> dict:
+    def execute(self, job: dict, gpu: int | None) -> dict:
         a, out = self.args, self.run_dir(job)
         started = time.perf_counter()
         train_cmd = None
@@ -105,17 +110,22 @@ class Study:
                 "--eval-limit", str(SMOKE["eval_limit"] if a.smoke else schedule["eval_limit"]),
                 "--evals", "1" if a.smoke else "2", "--no-progress", "--resume",
             ]
-            train_cmd += (["--max-steps", str(SMOKE["max_steps"]), "--train-limit", str(SMOKE["train_limit"])]
-                          if a.smoke else ["--epochs", str(schedule["epochs"])])
-            self._call(train_cmd, out, "train.log")
+            if a.smoke:
+                train_cmd += ["--max-steps", str(SMOKE["max_steps"]), "--train-limit", str(SMOKE["train_limit"])]
+            else:
+                train_cmd += ["--epochs", str(schedule["epochs"])]
+                if "train_limit" in schedule:
+                    train_cmd += ["--train-limit", str(schedule["train_limit"])]
+            self._call(train_cmd, out, "train.log", gpu)
         eval_out = out / "dev_eval.json"
+        eval_batch_size = SCHEDULE[job["task"]].get("eval_batch_size", a.eval_batch_size)
         eval_cmd = self.para_command() + ["eval", "--model", a.model, "--task", job["task"], "--split", "dev",
-                                          "--output", str(eval_out), "--no-progress", "--batch-size", str(a.eval_batch_size)]
+                                          "--output", str(eval_out), "--no-progress", "--batch-size", str(eval_batch_size)]
         if job["method"] != "base":
             eval_cmd += ["--adapter", str(out / "best")]
         if a.smoke:
             eval_cmd += ["--limit", str(SMOKE["dev_limit"])]
-        self._call(eval_cmd, out, "eval.log")
+        self._call(eval_cmd, out, "eval.log", gpu)
         evaluation = json.loads(eval_out.read_text())
         summary = json.loads((out / "summary.json").read_text()) if train_cmd else {}
         config = json.loads((out / "run_config.json").read_text()) if train_cmd else {}
@@ -135,10 +145,11 @@ class Study:
             "smoke": bool(a.smoke),
         }
 
-    def _call(self, cmd: list[str], out: Path, log_name: str) -> None:
+    def _call(self, cmd: list[str], out: Path, log_name: str, gpu: int | None) -> None:
         out.mkdir(parents=True, exist_ok=True)
+        env = self.env_vars if gpu is None else {**self.env_vars, "CUDA_VISIBLE_DEVICES": str(gpu)}
         with (out / log_name).open("a") as log:
-            result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env_vars)
+            result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         if result.returncode:
             tail = (out / log_name).read_text()[-2000:]
             raise RuntimeError(f"{shlex.join(cmd)} failed ({result.returncode}):\n{tail}")
@@ -177,24 +188,47 @@ class Study:
                      for r in a.ablation_ranks]
         return jobs
 
+    def expected_seconds(self, job: dict) -> float:
+        """A run's expected wall time: the slowest recorded trained run of its task, else the schedule's guess."""
+        if job["method"] == "base":
+            return 300.0
+        recorded = [r["wall_s"] for r in self.runs if r["task"] == job["task"] and r["method"] != "base"
+                    and not r.get("smoke")]
+        return max(recorded) if recorded else 60.0 * SCHEDULE[job["task"]]["minutes"]
+
     def run(self) -> None:
+        a = self.args
+        started = time.monotonic()
         pending = self.initial_jobs()
         for row in list(self.runs):  # follow-ups of sweeps finished in an earlier invocation
             pending += [j for j in self.follow_ups(row) if j not in pending]
+        gpus = a.gpus or 0
+        load = {gpu: 0 for gpu in range(gpus)}  # runs in flight per GPU
         failures = 0
-        with ThreadPoolExecutor(self.args.workers) as pool:
-            running = {}
+        with ThreadPoolExecutor(a.workers) as pool:
+            running: dict = {}
             while pending or running:
-                while pending and len(running) < self.args.workers:
-                    job = pending.pop(0)
+                # With --deadline, a run that would not finish in time is not started (its GPU job
+                # would be killed with it): it waits for the next invocation.
+                for job in list(pending):
+                    if len(running) >= a.workers:
+                        break
+                    pending.remove(job)
                     if self.done(job):
                         continue
-                    running[pool.submit(self.execute, job)] = job
+                    if a.deadline and time.monotonic() - started + self.expected_seconds(job) > a.deadline:
+                        continue
+                    gpu = min(load, key=load.get) if gpus else None
+                    if gpu is not None:
+                        load[gpu] += 1
+                    running[pool.submit(self.execute, job, gpu)] = (job, gpu)
                 if not running:
                     continue
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    job = running.pop(future)
+                    job, gpu = running.pop(future)
+                    if gpu is not None:
+                        load[gpu] -= 1
                     try:
                         row = future.result()
                     except Exception as err:  # one failed run must not stop the study
@@ -222,7 +256,11 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["base", "sweep", "seeds", "ablation"])
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=8,
-                        help="runs at once, sharing the GPU (8 fit on an H200 with the response-only loss)")
+                        help="runs at once, sharing the GPUs (8 fit on one H200 with the response-only loss)")
+    parser.add_argument("--gpus", type=int, default=0,
+                        help="spread the runs over this many GPUs (CUDA_VISIBLE_DEVICES per run); 0: leave it alone")
+    parser.add_argument("--deadline", type=float, default=0,
+                        help="seconds: start no run expected to end later (for time-limited GPU jobs); 0: none")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "study"), help="directory for run outputs")
     parser.add_argument("--results", default=str(HERE / "results.json"))
     parser.add_argument("--smoke", action="store_true", help="two steps per run on a few examples: checks the pipeline")
