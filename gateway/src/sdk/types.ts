@@ -1,12 +1,7 @@
 // Shapes of the admin API's replies (docs/gateway-api.md), for the client.
 
-export interface Tenant {
-  id: number;
-  name: string;
-  rpm: number;
-  tpm: number;
-  created: number;
-}
+/** A tenant as the admin API reports it (one declaration, shared with the server's store). */
+export type { Tenant } from '../db/tenants.js';
 
 export interface ApiKey {
   id: string;
