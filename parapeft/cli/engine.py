@@ -73,17 +73,46 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     if args.exit_with_parent:
-        threading.Thread(target=_watch_parent, args=(os.getppid(), stopped), daemon=True).start()
+        parent = os.getppid()
+        _ask_kernel_for_parent_death_signal()
+        if os.getppid() != parent:  # the parent died before the signal was asked for
+            stopped.set()
+        threading.Thread(target=_watch_parent, args=(parent, stopped), daemon=True).start()
     stopped.wait()
     server.stop(grace=2).wait()
     service.close()
-    print("engine stopped", file=sys.stderr)
+    _say("engine stopped")
     return 0
 
 
 def _watch_parent(parent: int, stopped: threading.Event) -> None:
-    """Set ``stopped`` once the parent has died (this process is then re-parented), even by SIGKILL."""
+    """Set ``stopped`` once the parent has died (this process is then re-parented), even by SIGKILL.
+
+    The flag is set before anything is written: with piped stdio the parent's end of the pipe is gone, so a
+    write to stderr raises, and a watcher that wrote first would die without stopping the worker.
+    """
     while not stopped.wait(1.0):
         if os.getppid() != parent:
-            print("engine: the process that started it is gone; stopping", file=sys.stderr)
             stopped.set()
+            _say("engine: the process that started it is gone; stopping")
+            return
+
+
+def _ask_kernel_for_parent_death_signal() -> None:
+    """On Linux, have the kernel send SIGTERM when the parent dies (the watcher thread is the portable fallback)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _say(message: str) -> None:
+    """Write to stderr, which may be a pipe whose reader is gone."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
