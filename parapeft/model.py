@@ -24,6 +24,19 @@ def read_adapter_config(adapter_dir: str | Path) -> ParaConfig:
         raise AdapterLoadError(f"cannot read the adapter config in {adapter_dir}: {err}") from err
 
 
+def adapter_shapes(config: ParaConfig, dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    """The tensors a saved adapter with ``config`` holds on a backbone of ``dims``, and their shapes."""
+    hidden = dims["hidden"]
+    out = sum(dims[t] for t in config.targets)
+    shapes = {}
+    for index in config.layers_to_transform or range(dims["num_layers"]):
+        shapes[f"layers.{index}.down.weight"] = (config.r, hidden)
+        shapes[f"layers.{index}.up.weight"] = (out, config.r)
+        if config.pooler == "attention":
+            shapes[f"layers.{index}.scorer"] = (hidden,)
+    return shapes
+
+
 class ParaModel(nn.Module):
     """Wraps a supported causal LM: backbone frozen, PARA generators in every (chosen) layer.
 
@@ -125,15 +138,7 @@ class ParaModel(nn.Module):
         return state
 
     def _expected_shapes(self, config: ParaConfig) -> dict[str, tuple[int, ...]]:
-        hidden = self.dims["hidden"]
-        out = sum(self.dims[t] for t in config.targets)
-        shapes = {}
-        for index in self._transformed_layers(config):
-            shapes[f"layers.{index}.down.weight"] = (config.r, hidden)
-            shapes[f"layers.{index}.up.weight"] = (out, config.r)
-            if config.pooler == "attention":
-                shapes[f"layers.{index}.scorer"] = (hidden,)
-        return shapes
+        return adapter_shapes(config, self.dims)
 
     def save_pretrained(self, save_directory: str | Path, adapter_name: str | None = None) -> None:
         """Write ``adapter_config.json`` and ``adapter_model.safetensors`` of one adapter (default: the active one)."""

@@ -14,7 +14,7 @@ import pytest
 
 from parapeft import BASE_ADAPTER, ParaConfig, get_para_model
 from parapeft.backbones import load_base_model
-from parapeft.engine import Engine, SamplingParams
+from parapeft.engine import Engine, EngineConfig, SamplingParams
 from parapeft.engine.rpc import engine_pb2 as pb
 from parapeft.engine.rpc import engine_pb2_grpc as pb_grpc
 from parapeft.engine.server import serve
@@ -41,7 +41,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture()
 def client(tiny):
     para, tokenizer, _ = tiny
-    service = EngineService(para, tokenizer, "tiny", slots=4, max_len=128)
+    service = EngineService(para, tokenizer, "tiny", EngineConfig(max_seqs=4, max_len=128))
     server, port = serve(service, 0)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield pb_grpc.EngineStub(channel), service
@@ -63,7 +63,7 @@ def test_streamed_tokens_equal_the_in_process_engine(client, tiny):
     para, tokenizer, _ = tiny
     prompt = "the cat sat on"
     ids = tokenizer(prompt, add_special_tokens=False).input_ids
-    engine = Engine(para, slots=1, max_len=128)
+    engine = Engine(para, max_seqs=1, max_len=128)
     expected = engine.submit(ids, "alpha", SamplingParams(max_tokens=12, ignore_eos=True))
     engine.run_until_done()
     tokens, text, last = collect(stub, request_id="r1", adapter="alpha", prompt=prompt,
@@ -137,8 +137,8 @@ def test_adapters_load_list_unload_and_bad_files(client, tiny, tmp_path):
         list(stub.Generate(pb.GenerateRequest(adapter="beta", prompt="the cat")))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     health = stub.Health(pb.HealthRequest())
-    assert health.serving and health.model == "tiny" and health.api_version == 1 and health.max_context == 128
-    assert health.slots == 4
+    assert health.serving and health.model == "tiny" and health.api_version == 2 and health.max_context == 128
+    assert health.slots == 4 and health.vocab_size == len(tiny[1]) and health.kv_tokens >= 128
 
 
 def test_adapters_sent_inline_validate_and_load_like_a_directory(client, tiny, tmp_path):

@@ -23,52 +23,64 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="adapter to load at start")
-    p.add_argument("--slots", type=int, default=16, help="concurrent sequences (KV-cache slots)")
-    p.add_argument("--max-len", type=int, default=2048, help="tokens per sequence, prompt included")
-    p.add_argument("--device-adapters", type=int, default=64,
-                   help="adapters kept attached on the device; more stay in CPU memory (LRU)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    p.add_argument("--prefill-tokens", type=int, default=2048,
-                   help="prompt tokens admitted per step (at least one prompt), so bursts do not stall decoding")
+    add_engine_arguments(p)
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this worker is gone (set by `para serve`)")
-    p.add_argument("--no-fused-kernels", dest="fused", action="store_const", const=False, default=None,
-                   help="on a GPU, decode with the PyTorch step instead of the Triton kernels (which are used "
-                        "by default when Triton is installed)")
-    p.add_argument("--compile", action="store_true",
-                   help="on a GPU, compile the decoding step with torch.compile before capturing CUDA graphs "
-                        "(fewer, fused kernels; each new batch/context bucket compiles once)")
     p.set_defaults(run=run)
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per EngineConfig field, with its help and default."""
+    from ..engine.config import EngineConfig
+
+    defaults, helps = EngineConfig(), EngineConfig.help_texts()
+    p.add_argument("--max-seqs", "--slots", dest="max_seqs", type=int, default=defaults.max_seqs, help=helps["max_seqs"])
+    p.add_argument("--max-len", type=int, default=defaults.max_len, help=helps["max_len"])
+    p.add_argument("--block-size", type=int, default=defaults.block_size, help=helps["block_size"])
+    p.add_argument("--kv-memory", type=float, default=defaults.kv_memory, help=helps["kv_memory"])
+    p.add_argument("--kv-tokens", type=int, default=None, help=helps["kv_tokens"])
+    p.add_argument("--max-step-tokens", "--prefill-tokens", dest="max_step_tokens", type=int,
+                   default=defaults.max_step_tokens, help=helps["max_step_tokens"])
+    p.add_argument("--device-adapters", type=int, default=defaults.device_adapters, help=helps["device_adapters"])
+    p.add_argument("--lora-rank", type=int, default=defaults.lora_rank, help=helps["lora_rank"])
+    p.add_argument("--no-fused-kernels", dest="fused_kernels", action="store_const", const=False, default=None,
+                   help="on a GPU, use the PyTorch operations instead of the Triton kernels")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_const", const=False, default=None,
+                   help="on a GPU, run the decoding step eagerly instead of replaying CUDA graphs")
+    p.add_argument("--seed", type=int, default=defaults.seed, help=helps["seed"])
+
+
+def engine_config(args: argparse.Namespace):
+    from ..engine.config import EngineConfig
+
+    return EngineConfig(max_len=args.max_len, max_seqs=args.max_seqs, block_size=args.block_size,
+                        kv_memory=args.kv_memory, kv_tokens=args.kv_tokens, max_step_tokens=args.max_step_tokens,
+                        device_adapters=args.device_adapters, lora_rank=args.lora_rank,
+                        fused_kernels=args.fused_kernels, cuda_graphs=args.cuda_graphs, seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..backbones import load_base_model
-    from ..config import ParaConfig
     from ..engine.server import serve
     from ..engine.service import EngineService, default_device
-    from ..model import ParaModel
 
-    device = args.device or default_device()
-    model, tokenizer = load_base_model(args.model, device=device)
+    config = engine_config(args)
     named = []
     for item in args.adapter:
         name, sep, directory = item.partition("=")
         if not sep or not name or not directory:
             raise ValueError(f"--adapter takes NAME=DIR, got {item!r}")
         named.append((name, directory))
-    if named:
-        para = ParaModel.from_pretrained(model, named[0][1], adapter_name=named[0][0])
-        for name, directory in named[1:]:
-            para.load_adapter(directory, name)
-    else:  # adapters come later over gRPC: wrap with a throw-away adapter, then remove it
-        para = ParaModel(model, ParaConfig(r=1), adapter_name="initial").eval()
-        para.delete_adapter("initial")
-    service = EngineService(para, tokenizer, args.model, slots=args.slots, max_len=args.max_len,
-                            device_adapters=args.device_adapters, compile=args.compile,
-                            prefill_tokens_per_step=args.prefill_tokens, fused=args.fused)
+    device = args.device or default_device()
+    model, tokenizer = load_base_model(args.model, device=device)
+    service = EngineService(model, tokenizer, args.model, config)
+    for name, directory in named:
+        service.load_adapter(name, directory)
     server, port = serve(service, args.port, args.host)
-    print(f"engine serving {args.model} on {args.host}:{port} ({device}, {args.slots} slots, adapters: "
-          f"{', '.join(para.peft_config) or 'none yet'})", flush=True)
+    engine = service.engine
+    print(f"engine serving {args.model} on {args.host}:{port} ({device}, {config.max_seqs} sequences, KV cache "
+          f"{engine.cache.tokens} tokens, adapters: {', '.join(engine.adapter_names()) or 'none yet'})", flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

@@ -1,6 +1,11 @@
-"""Multi-tenant inference: continuous batching over a static KV cache, per-row PARA vectors."""
+"""Multi-tenant inference: continuous batching, packed prefill, a paged KV cache, per-row PARA and LoRA adapters."""
 
-from .engine import Engine, EngineError, Request
+from .config import EngineConfig
+from .engine import Engine
+from .errors import (AdapterExists, AdapterInUse, BadRequest, ConfigError, EngineError, EngineFull, RequestFailed,
+                     UnknownAdapter)
 from .sampling import SamplingParams
+from .sequence import Request
 
-__all__ = ["Engine", "EngineError", "Request", "SamplingParams"]
+__all__ = ["AdapterExists", "AdapterInUse", "BadRequest", "ConfigError", "Engine", "EngineConfig", "EngineError",
+           "EngineFull", "Request", "RequestFailed", "SamplingParams", "UnknownAdapter"]

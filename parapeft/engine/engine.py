@@ -1,179 +1,302 @@
-"""A continuous-batching engine: many requests, each with its own PARA adapter, in every decoding step.
+"""A continuous-batching engine: many requests, each with its own adapter (PARA, LoRA or none), every step.
 
-Each ``step()`` admits waiting requests into free KV-cache slots (one prefill
-pass per prompt, which also computes the prompt's PARA vectors), then runs one
-decoding step for every running request together, samples one token per
-request and retires the finished ones, freeing their slots at once.
+Each ``step()`` asks the scheduler what to run, prefills the admitted prompts together in one packed pass
+(computing each PARA prompt's vectors from its own prompt), decodes one token for every running sequence
+(replayed from a CUDA graph on a GPU), samples every row's token on the device in one batch, and moves the
+results to the host once.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
-from dataclasses import dataclass, field
+import json
+import random
+from pathlib import Path
 
 import torch
-from transformers import DynamicCache
+from torch import nn
 
+from ..adapter_io import AdapterLoadError
+from ..architectures import arch_spec, layer_dims
+from ..config import CONFIG_NAME, ParaConfig
 from ..model import BASE_ADAPTER, ParaModel
-from .adapter_store import AdapterStore
-from .decoder import GraphedStep, SlotDecoder
-from .sampling import SamplingParams, sample
+from .adapters import LoraAdapters, ParaAdapters, RowAdapters, check_adapter_name
+from .adapters.lora import read_lora
+from .batch import DecodeBatch, build_prefill
+from .block_manager import BlockManager
+from .config import EngineConfig
+from .errors import AdapterExists, AdapterInUse, BadRequest, ConfigError, UnknownAdapter
+from .executor import Executor, plain
+from .graphs import DecodeGraphs
+from .kv_cache import PagedKVCache
+from .sampler import BatchNeeds, Sampler
+from .sampling import SamplingParams
+from .scheduler import Scheduler
+from .sequence import Request
+
+NON_FINITE = "the model's output for this request is not finite (NaN or infinite logits), so no token can be drawn"
 
 
-class EngineError(ValueError):
-    """A request the engine refuses (unknown adapter, empty or over-long prompt, bad sampling values)."""
+def _projection_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
+    from ..architectures import decoder_layers
+    from .adapters.lora import MODULES
 
-
-@dataclass
-class Request:
-    prompt: list[int]
-    adapter: str = BASE_ADAPTER
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    id: int = 0
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    slot: int | None = None
-    finish_reason: str | None = None
-    generator: torch.Generator | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
+    layer = decoder_layers(model)[0]
+    shapes = {}
+    for target, path in MODULES.items():
+        module = plain(layer.get_submodule(path))
+        shapes[target] = (module.in_features, module.out_features)
+    return shapes
 
 
 class Engine:
-    def __init__(self, para: ParaModel, slots: int = 16, max_len: int = 1024, eos_token_ids: set[int] | None = None,
-                 device_adapters: int = 64, cuda_graphs: bool | None = None, lora_rank: int = 0,
-                 compile: bool = False, prefill_tokens_per_step: int = 2048, fused: bool | None = None):
-        self.para = para.eval()
-        self.adapters = AdapterStore(para, device_adapters)
-        self.loras: dict[str, dict] = {}  # LoRA mode: name -> per-layer (A, scaled B), on the device
-        # fused: the decoding step's Triton kernels (default: on a CUDA device with Triton installed)
-        self.decoder = SlotDecoder(para.base_model, slots, max_len, lora_rank=lora_rank, fused=fused)
-        on_gpu = self.decoder.keys.is_cuda
-        if cuda_graphs and not on_gpu:
-            raise EngineError("CUDA graphs need the model on a CUDA device")
-        # On a GPU the decoding step is replayed from CUDA graphs (one per batch bucket); eager elsewhere.
-        graphs = on_gpu if cuda_graphs is None else cuda_graphs
-        if compile and not graphs:
-            raise EngineError("compile applies to the CUDA-graph decoding step (a CUDA device)")
-        self._decode = GraphedStep(self.decoder, slots, compile=compile) if graphs else self.decoder.step
-        self.max_len = max_len
-        self.slots = slots
-        # Prompt tokens admitted per step (at least one prompt): a burst of arrivals is prefilled over several
-        # steps, so the running requests keep getting tokens in between.
-        self.prefill_tokens_per_step = prefill_tokens_per_step
+    def __init__(self, model: nn.Module, config: EngineConfig | None = None, eos_token_ids: set[int] | None = None,
+                 **options):
+        """``model``: a HF causal LM, or a ``ParaModel`` whose adapters the engine then serves too.
+        ``options`` are ``EngineConfig`` fields, for when no ``config`` is given."""
+        if config is not None and options:
+            raise ConfigError(f"pass either a config or options, not both ({', '.join(options)})")
+        self.config = config = config or EngineConfig(**options)
+        source = model if isinstance(model, ParaModel) else None
+        backbone = source.base_model if source is not None else model
+        backbone.eval()
+        if source is not None:
+            model_type, dims = source.model_type, source.dims
+        else:
+            model_type, spec = arch_spec(backbone)
+            dims = layer_dims(backbone, spec)
+        weight = backbone.get_input_embeddings().weight
+        dtype, self.device = weight.dtype, weight.device
+        if config.cuda_graphs and self.device.type != "cuda":
+            raise ConfigError("CUDA graphs need the model on a CUDA device")
+        self.para = ParaAdapters(model_type, dims, config.device_adapters, config.max_seqs, dtype, self.device)
+        self.lora = LoraAdapters(_projection_shapes(backbone), dims["num_layers"], config.lora_rank,
+                                 config.device_adapters, config.max_seqs, dtype, self.device)
+        self.kinds: list[RowAdapters] = [self.para, self.lora]
+        self.executor = Executor(backbone, config, lambda *shape: PagedKVCache(config, *shape), self.kinds)
+        self.cache = self.executor.cache
+        self.vocab = self.executor.vocab
+        self.blocks = BlockManager(self.cache.num_blocks, config.block_size)
+        self.scheduler = Scheduler(config, self.blocks, self.cache, self._adapters_fit, self._release_adapters)
+        self.sampler = Sampler(config.max_seqs, self.vocab, self.device)
+        graphs = self.device.type == "cuda" if config.cuda_graphs is None else config.cuda_graphs
+        self.graphs = DecodeGraphs(self.executor, config.max_seqs) if graphs else None
+        generation = backbone.generation_config
+        eos = generation.eos_token_id if generation is not None else None
+        self.eos = eos_token_ids if eos_token_ids is not None else set(
+            eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self._seeds = random.Random(config.seed)
         self.peak_batch = (0, 0)  # (rows, distinct adapters) of the decoding step that mixed the most adapters
-        self.free_slots = list(range(slots))
-        self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
-        config = para.base_model.generation_config
-        eos = config.eos_token_id if config is not None else None
-        self.eos = eos_token_ids if eos_token_ids is not None else set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        self._ids = itertools.count()
-        self.device = para.base_model.get_input_embeddings().weight.device
+        self.steps = 0
+        if source is not None:
+            for name in source.peft_config:
+                self.para.add(name, source.peft_config[name], source.adapter_state_dict(name))
+
+    # ------------------------------------------------------------------ state
+    @property
+    def max_len(self) -> int:
+        return self.config.max_len
+
+    @property
+    def waiting(self):
+        return self.scheduler.waiting
+
+    @property
+    def running(self) -> list[Request]:
+        return self.scheduler.running
+
+    @property
+    def free_rows(self) -> list[int]:
+        return self.scheduler.free_rows
+
+    def stats(self) -> dict:
+        return {"running": len(self.running), "waiting": len(self.waiting), "free_rows": len(self.free_rows),
+                "kv_blocks_total": self.blocks.num_blocks, "kv_blocks_free": self.blocks.free,
+                "preemptions": self.scheduler.preemptions, "adapters_loaded": len(self.adapter_names()),
+                "peak_batch_rows": self.peak_batch[0], "peak_batch_adapters": self.peak_batch[1]}
+
+    # --------------------------------------------------------------- adapters
+    def kind_of(self, name: str) -> RowAdapters | None:
+        return next((kind for kind in self.kinds if name in kind), None)
+
+    def adapter_names(self) -> list[str]:
+        return [name for kind in self.kinds for name in kind.names()]
+
+    def adapter_info(self, name: str) -> dict:
+        kind = self.kind_of(name)
+        if kind is None:
+            raise UnknownAdapter(f"unknown adapter {name!r}")
+        return kind.info(name)
+
+    def _kind_in(self, directory) -> RowAdapters:
+        try:
+            peft_type = str(json.loads((Path(directory) / CONFIG_NAME).read_text()).get("peft_type", "")).upper()
+        except (OSError, ValueError, AttributeError) as err:
+            raise AdapterLoadError(f"cannot read {CONFIG_NAME} in {directory}: {err}") from err
+        kinds = {"PARA": self.para, "LORA": self.lora}
+        if peft_type not in kinds:
+            raise AdapterLoadError(f"{directory}: peft_type {peft_type!r} is not served (PARA or LORA)")
+        return kinds[peft_type]
+
+    def load_adapter(self, name: str, directory) -> dict:
+        """Register a saved PARA or peft LoRA adapter (its kind read from ``adapter_config.json``)."""
+        check_adapter_name(name)
+        if self.kind_of(name) is not None:
+            raise AdapterExists(f"adapter {name!r} is already loaded")
+        kind = self._kind_in(directory)
+        kind.register(name, directory)
+        return kind.info(name)
+
+    def add_adapter(self, name: str, config: ParaConfig, tensors: dict[str, torch.Tensor]) -> dict:
+        """Register a PARA adapter from tensors in memory."""
+        if self.kind_of(name) is not None:
+            raise AdapterExists(f"adapter {name!r} is already loaded")
+        self.para.add(name, config, tensors)
+        return self.para.info(name)
+
+    def validate_adapter(self, directory) -> dict:
+        """Check a saved adapter against the backbone without loading it."""
+        kind = self._kind_in(directory)
+        if kind is self.para:
+            config, tensors = self.para.read(directory)
+            return {"kind": "para", "parameters": sum(t.numel() for t in tensors.values()),
+                    "base_model": config.base_model_name_or_path or ""}
+        entry = read_lora(directory, self.lora.shapes, self.lora.layers)
+        if entry.rank > self.lora.max_rank:
+            raise AdapterLoadError(f"LoRA rank {entry.rank} is above the engine's maximum {self.lora.max_rank}")
+        return {"kind": "lora", "parameters": entry.parameters, "base_model": entry.base_model}
+
+    def unload_adapter(self, name: str) -> None:
+        kind = self.kind_of(name)
+        if kind is None:
+            raise UnknownAdapter(f"unknown adapter {name!r}")
+        waiting = sum(r.adapter == name for r in self.waiting)
+        if waiting:
+            raise AdapterInUse(f"adapter {name!r} has {waiting} waiting requests")
+        kind.unregister(name)
+
+    def _adapters_fit(self, requests: list[Request]) -> bool:
+        para = {r.adapter for r in requests if r.kind == "para"}
+        lora = {r.adapter for r in requests if r.kind == "lora"}
+        return len(para) <= self.para.capacity and self.lora.can_make_resident(lora)
+
+    def _release_adapters(self, request: Request) -> None:
+        for kind in self.kinds:
+            kind.release_row(request.row, request.adapter if request.kind == kind.kind else None)
 
     # --------------------------------------------------------------- requests
-    def register_lora(self, name: str, directory) -> None:
-        """Add a peft LoRA adapter (q, v) served by the LoRA mode, side by side with PARA adapters."""
-        from .lora import read_lora
-
-        if not self.decoder.lora_rank:
-            raise EngineError("this engine has no LoRA mode (start it with lora_rank > 0)")
-        if name in self.loras or name in self.adapters:
-            raise EngineError(f"adapter {name!r} is already loaded")
-        weights = read_lora(directory, len(self.decoder.layers))
-        dtype, device = self.decoder.keys.dtype, self.decoder.keys.device
-        self.loras[name] = {key: (a.to(device, dtype), b.to(device, dtype)) for key, (a, b) in weights.items()}
-        if max(a.shape[0] for a, _ in self.loras[name].values()) > self.decoder.lora_rank:
-            del self.loras[name]
-            raise EngineError(f"LoRA adapter {name!r} has a rank above the engine's maximum {self.decoder.lora_rank}")
-
     def submit(self, prompt: list[int], adapter: str = BASE_ADAPTER, sampling: SamplingParams | None = None) -> Request:
         sampling = sampling or SamplingParams()
-        sampling.validate()
+        sampling.validate(self.vocab)
         if not prompt:
-            raise EngineError("the prompt is empty")
-        if adapter != BASE_ADAPTER and adapter not in self.adapters and adapter not in self.loras:
-            known = self.adapters.names() + list(self.loras)
-            raise EngineError(f"unknown adapter {adapter!r}; loaded: {', '.join(known) or 'none'}")
-        if len(prompt) + sampling.max_tokens > self.max_len:
-            raise EngineError(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_tokens}) exceeds the context of {self.max_len}")
-        request = Request(list(prompt), adapter, sampling, id=next(self._ids))
-        if sampling.seed is not None:
-            request.generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        self.waiting.append(request)
+            raise BadRequest("the prompt is empty")
+        if any(not isinstance(t, int) or not 0 <= t < self.vocab for t in prompt):
+            raise BadRequest(f"prompt token ids must be integers in [0, {self.vocab})")
+        adapter = adapter or BASE_ADAPTER
+        if adapter != BASE_ADAPTER and self.kind_of(adapter) is None:
+            known = self.adapter_names()
+            raise UnknownAdapter(f"unknown adapter {adapter!r}; loaded: {', '.join(known) or 'none'}")
+        total = len(prompt) + sampling.max_tokens
+        if total > self.max_len:
+            raise BadRequest(f"prompt ({len(prompt)} tokens) + max_tokens ({sampling.max_tokens}) exceeds the "
+                             f"context of {self.max_len}")
+        if total > self.cache.tokens:
+            raise BadRequest(f"prompt + max_tokens ({total}) exceeds the KV cache ({self.cache.tokens} tokens)")
+        request = Request(list(prompt), adapter, sampling)
+        request.kind = self.kind_of(adapter).kind if adapter != BASE_ADAPTER else None
+        request.seed = sampling.seed if sampling.seed is not None else self._seeds.getrandbits(63)
+        self.scheduler.waiting.append(request)
         return request
 
     def cancel(self, request: Request) -> None:
-        if request in self.waiting:
-            self.waiting.remove(request)
         self._finish(request, "cancelled")
-
-    # ------------------------------------------------------------------- loop
-    @torch.no_grad()
-    def step(self) -> list[Request]:
-        """Admit, decode one token for every running request; returns the requests that got a token."""
-        touched = []
-        budget = self.prefill_tokens_per_step
-        while self.waiting and self.free_slots and (not touched or len(self.waiting[0].prompt) <= budget):
-            request = self.waiting.popleft()
-            budget -= len(request.prompt)
-            self._prefill(request)
-            touched.append(request)
-        decoding = [r for r in self.running if not r.finished and r not in touched]
-        if decoding:
-            slots = torch.tensor([r.slot for r in decoding], device=self.device)
-            tokens = torch.tensor([r.tokens[-1] for r in decoding], device=self.device)
-            where = [len(r.prompt) + len(r.tokens) - 1 for r in decoding]
-            positions = torch.tensor(where, device=self.device)
-            logits = self._decode(slots, tokens, positions, length=max(where) + 1)
-            adapters = len({r.adapter for r in decoding} - {BASE_ADAPTER})
-            self.peak_batch = max(self.peak_batch, (len(decoding), adapters), key=lambda p: (p[1], p[0]))
-            for request, row in zip(decoding, logits):
-                self._accept(request, row)
-            touched += decoding
-        return touched
 
     def run_until_done(self) -> None:
         while self.waiting or self.running:
             self.step()
 
-    def _prefill(self, request: Request) -> None:
-        request.slot = self.free_slots.pop(0)
-        if request.adapter in self.loras:  # LoRA mode: the decoder prefills with the slot's own matrices
-            self.decoder.set_lora(request.slot, self.loras[request.adapter])
-            self.running.append(request)
-            self._accept(request, self.decoder.prefill(request.slot, request.prompt)[0])
-            return
-        if request.adapter != BASE_ADAPTER:
-            self.adapters.acquire(request.adapter)  # from CPU memory if it was evicted: milliseconds, between steps
-        ids = torch.tensor([request.prompt], device=self.device)
-        cache = DynamicCache(config=self.para.base_model.config)
-        out = self.para(input_ids=ids, adapter_names=[request.adapter], past_key_values=cache, use_cache=True,
-                        logits_to_keep=1)  # only the last position's logits are sampled from
-        vectors = self.para.last_vectors() if request.adapter != BASE_ADAPTER else None
-        self.decoder.load_slot(request.slot, out.past_key_values, len(request.prompt), vectors)
-        self.running.append(request)
-        self._accept(request, out.logits[0, -1].float())
+    def capture_graphs(self, para: bool = True, lora: bool = False) -> int:
+        """Record the decoding step's CUDA graphs for every batch bucket now (else on first use)."""
+        if self.graphs is None:
+            return 0
+        self.graphs.capture_all(para, lora)
+        return len(self.graphs.graphs)
 
-    def _accept(self, request: Request, logits: torch.Tensor) -> None:
-        token, logprob = sample(logits, request.sampling, request.generator)
+    # ------------------------------------------------------------------- loop
+    @torch.no_grad()
+    def step(self) -> list[Request]:
+        """Admit, prefill, decode one token for every running request; returns the requests that got a token
+        or finished."""
+        plan = self.scheduler.schedule()
+        self.cache.flush()
+        parts = []
+        if plan.prefill:
+            ordered = sorted(plan.prefill, key=lambda r: -len(r.prefill_tokens()))
+            parts.append((ordered, *self._prefill(ordered)))
+        if plan.decode:
+            parts.append((plan.decode, *self._decode(plan.decode)))
+        if not parts:
+            return []
+        requests = [r for part in parts for r in part[0]]
+        logits = torch.cat([part[1] for part in parts]) if len(parts) > 1 else parts[0][1]
+        rows = torch.cat([part[2] for part in parts]) if len(parts) > 1 else parts[0][2]
+        needs = BatchNeeds.of([r.sampling for r in requests])
+        tokens, packed = self.sampler.sample(logits, rows, needs)
+        self.cache.last_tokens.index_copy_(0, rows, tokens)
+        touched = [r for r, values in zip(requests, packed.tolist()) if self._accept(r, values, needs)]
+        self.steps += 1
+        return touched
+
+    def _prefill(self, ordered: list[Request]):
+        batch = build_prefill([(r.row, r.prefill_tokens(), len(r.prompt)) for r in ordered], self.cache, self.device)
+        rows_host = batch.rows_host
+        for kind in self.kinds:
+            names = [r.adapter if r.kind == kind.kind else None for r in ordered]
+            kind.prepare_prefill(batch, names)
+            kind.assign_rows(rows_host, names)
+        batch.para = any(r.kind == "para" for r in ordered)
+        batch.lora = any(r.kind == "lora" for r in ordered)
+        for r in ordered:
+            self.sampler.assign(r.row, r.sampling, r.seed, r.prompt, r.tokens)
+        return self.executor.prefill(batch), batch.rows
+
+    def _decode(self, decoding: list[Request]):
+        rows = torch.tensor([r.row for r in decoding], device=self.device)
+        para = any(r.kind == "para" for r in decoding)
+        lora = any(r.kind == "lora" for r in decoding)
+        distinct = len({r.adapter for r in decoding} - {BASE_ADAPTER})
+        self.peak_batch = max(self.peak_batch, (len(decoding), distinct), key=lambda p: (p[1], p[0]))
+        if self.graphs is not None:
+            return self.graphs(rows, para, lora), rows
+        width = max(self.blocks.blocks_for(r.cached_tokens + 1) for r in decoding)
+        return self.executor.decode(DecodeBatch(rows, para, lora), max_blocks=width), rows
+
+    def _accept(self, request: Request, values: list[float], needs: BatchNeeds) -> bool:
+        if request.finished:
+            return False
+        if not values[2]:
+            request.error = NON_FINITE
+            self._finish(request, "error")
+            return True
+        if request.recompute:  # the prefill rebuilt its cache; its next token is already known
+            request.recompute = False
+            self.sampler.assign(request.row, request.sampling, request.seed, request.prompt, request.tokens)
+            self.cache.last_tokens[request.row] = request.tokens[-1]
+            return False
+        token = int(values[0])
         request.tokens.append(token)
-        request.logprobs.append(logprob)
+        request.logprobs.append(values[1])
+        if request.sampling.top_logprobs:
+            k, width = request.sampling.top_logprobs, needs.top_logprobs
+            request.top_logprobs.append([(int(values[3 + j]), values[3 + width + j]) for j in range(k)])
         params = request.sampling
         if token in self.eos and not params.ignore_eos:
             self._finish(request, "stop")
         elif len(request.tokens) >= params.max_tokens:
             self._finish(request, "length")
+        return True
 
     def _finish(self, request: Request, reason: str) -> None:
         if request.finished:
             return
         request.finish_reason = reason
-        if request in self.running:
-            self.running.remove(request)
-        if request.slot is not None:
-            self.free_slots.append(request.slot)
-            request.slot = None
+        self.scheduler.remove(request)

@@ -1,10 +1,13 @@
-"""Per-request sampling: greedy, temperature, top-k, top-p, seeded; returns the token and its log-probability."""
+"""What a request asks of the sampler, checked before it reaches a step."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
-import torch
+from .errors import BadRequest
+
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass
@@ -13,36 +16,39 @@ class SamplingParams:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 = no limit
-    seed: int | None = None
+    seed: int | None = None  # None: the engine draws one (its own seed makes whole runs reproducible)
     ignore_eos: bool = False
+    presence_penalty: float = 0.0  # OpenAI: minus this for every token already generated
+    frequency_penalty: float = 0.0  # OpenAI: minus this times the token's count in the output
+    repetition_penalty: float = 1.0  # transformers/vLLM: prompt and output tokens' logits divided (or multiplied)
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    top_logprobs: int = 0  # the most likely alternatives returned with each token (at most 20)
 
-    def validate(self) -> None:
-        from .engine import EngineError
+    @property
+    def penalised(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0)
 
-        if self.max_tokens < 1:
-            raise EngineError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise EngineError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise EngineError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise EngineError(f"top_k must be >= 0, got {self.top_k}")
+    def validate(self, vocab_size: int | None = None) -> None:
+        def number(name: str, value, low: float, high: float, low_open: bool = False) -> None:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise BadRequest(f"{name} must be a finite number, got {value!r}")
+            if value < low or value > high or (low_open and value == low):
+                raise BadRequest(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value}")
 
-
-def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> tuple[int, float]:
-    """One token from a row of logits; the log-probability is of the unmodified distribution."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    if params.temperature == 0:
-        token = int(torch.argmax(logits))
-        return token, float(logprobs[token])
-    scores = logits.float() / params.temperature
-    if params.top_k:
-        kth = torch.topk(scores, min(params.top_k, scores.numel())).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if params.top_p < 1:
-        ordered, order = torch.sort(scores, descending=True)
-        cumulative = torch.softmax(ordered, dim=-1).cumsum(-1)
-        drop = cumulative - torch.softmax(ordered, dim=-1) >= params.top_p  # keep the smallest set reaching top_p
-        scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-    token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator))
-    return token, float(logprobs[token])
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise BadRequest(f"max_tokens must be at least 1, got {self.max_tokens}")
+        number("temperature", self.temperature, 0.0, 100.0)
+        number("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise BadRequest(f"top_k must be >= 0, got {self.top_k}")
+        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 64):
+            raise BadRequest(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
+        number("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        number("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        number("repetition_penalty", self.repetition_penalty, 0.0, 10.0, low_open=True)
+        if not isinstance(self.top_logprobs, int) or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise BadRequest(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
+        for token, bias in self.logit_bias.items():
+            if not isinstance(token, int) or token < 0 or (vocab_size is not None and token >= vocab_size):
+                raise BadRequest(f"logit_bias token ids must lie in [0, {vocab_size}), got {token!r}")
+            number(f"logit_bias[{token}]", bias, -100.0, 100.0)

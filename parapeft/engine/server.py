@@ -7,14 +7,32 @@ from concurrent import futures
 import grpc
 
 from ..adapter_io import AdapterLoadError
-from .engine import EngineError
+from . import errors
 from .rpc import engine_pb2 as pb
 from .rpc import engine_pb2_grpc as pb_grpc
 from .sampling import SamplingParams
 from .service import EngineService
 
-API_VERSION = 1
+API_VERSION = 2
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Every refusal's status code, by error type (most specific first); the gateway's failover depends on them.
+STATUS = [
+    (errors.UnknownAdapter, grpc.StatusCode.NOT_FOUND),
+    (errors.AdapterExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.AdapterInUse, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.RequestFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.EngineFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (AdapterLoadError, grpc.StatusCode.INVALID_ARGUMENT),
+    (FileNotFoundError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.EngineError, grpc.StatusCode.INVALID_ARGUMENT),
+]
+REFUSALS = tuple(kind for kind, _ in STATUS)
+
+
+def status_of(error: Exception) -> grpc.StatusCode:
+    return next(code for kind, code in STATUS if isinstance(error, kind))
 
 
 def _sampling(message: pb.SamplingParams, default_max_tokens: int) -> SamplingParams:
@@ -25,6 +43,11 @@ def _sampling(message: pb.SamplingParams, default_max_tokens: int) -> SamplingPa
         top_k=message.top_k,
         seed=message.seed if message.HasField("seed") else None,
         ignore_eos=message.ignore_eos,
+        presence_penalty=message.presence_penalty,
+        frequency_penalty=message.frequency_penalty,
+        repetition_penalty=message.repetition_penalty or 1.0,
+        logit_bias=dict(message.logit_bias),
+        top_logprobs=message.top_logprobs,
     )
 
 
@@ -46,16 +69,21 @@ class EngineServicer(pb_grpc.EngineServicer):
             default = min(self.default_max_tokens, self.service.engine.max_len - len(ids))
             stream = self.service.submit(ids, request.adapter, _sampling(request.sampling, default),
                                          list(request.sampling.stop))
-        except EngineError as err:
-            code = grpc.StatusCode.NOT_FOUND if "unknown adapter" in str(err) else grpc.StatusCode.INVALID_ARGUMENT
-            context.abort(code, str(err))
-        context.add_callback(lambda: self.service.cancel(stream))  # client went away: free the slot
+        except REFUSALS as err:
+            context.abort(status_of(err), str(err))
+        context.add_callback(lambda: self.service.cancel(stream))  # client went away: free its row and blocks
         while True:
             event = stream.events.get()
-            if event.finish_reason == "error":
+            if event.finish_reason == "failed":
                 context.abort(grpc.StatusCode.INTERNAL, f"engine step failed: {event.text}")
+            if event.finish_reason == "error":  # this request alone failed; the others go on
+                context.set_trailing_metadata((("completion-tokens", str(event.completion_tokens)),))
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, event.text)
             chunk = pb.GenerateChunk(request_id=request.request_id, token_ids=event.token_ids, text=event.text,
-                                     logprobs=event.logprobs, finish_reason=event.finish_reason)
+                                     logprobs=event.logprobs, finish_reason=event.finish_reason,
+                                     top_logprobs=[pb.TopLogprobs(ids=[i for i, _ in alternatives],
+                                                                  logprobs=[p for _, p in alternatives])
+                                                   for alternatives in event.top_logprobs])
             if event.finish_reason:
                 chunk.usage.prompt_tokens, chunk.usage.completion_tokens = event.prompt_tokens, event.completion_tokens
                 yield chunk
@@ -66,26 +94,25 @@ class EngineServicer(pb_grpc.EngineServicer):
         try:
             return pb.AdapterInfo(**self.service.load_adapter(
                 request.name, request.path, request.config_json, request.weights, request.validate_only))
-        except (AdapterLoadError, FileNotFoundError) as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except (EngineError, ValueError) as err:
-            context.abort(grpc.StatusCode.ALREADY_EXISTS if "already loaded" in str(err) else grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except REFUSALS as err:
+            context.abort(status_of(err), str(err))
 
     def UnloadAdapter(self, request, context):
         try:
             self.service.unload_adapter(request.name)
-        except KeyError as err:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(err.args[0]))
-        except EngineError as err:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        except REFUSALS as err:
+            context.abort(status_of(err), str(err))
         return pb.UnloadAdapterResponse()
 
     def ListAdapters(self, request, context):
         return pb.ListAdaptersResponse(adapters=[pb.AdapterInfo(**a) for a in self.service.adapters()])
 
     def Health(self, request, context):
+        engine = self.service.engine
         return pb.HealthResponse(serving=self.service.serving, model=self.service.model_name, api_version=API_VERSION,
-                                 max_context=self.service.engine.max_len, slots=self.service.engine.slots)
+                                 max_context=engine.max_len, slots=engine.config.max_seqs,
+                                 kv_tokens=engine.cache.tokens, block_size=engine.config.block_size,
+                                 vocab_size=engine.vocab)
 
     def Stats(self, request, context):
         return pb.StatsResponse(**self.service.stats())

@@ -15,9 +15,12 @@ from pathlib import Path
 import torch
 
 from ..config import CONFIG_NAME, WEIGHTS_NAME
-from ..model import BASE_ADAPTER, ParaModel
-from .engine import Engine, EngineError, Request
+from ..model import BASE_ADAPTER
+from .config import EngineConfig
+from .engine import Engine
+from .errors import BadRequest
 from .sampling import SamplingParams
+from .sequence import Request
 
 
 @dataclass
@@ -25,7 +28,8 @@ class Event:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     logprobs: list[float] = field(default_factory=list)
-    finish_reason: str = ""
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    finish_reason: str = ""  # "stop", "length", "cancelled"; "error" when the request failed ("failed" the engine)
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -40,11 +44,9 @@ class _Stream:
 
 
 class EngineService:
-    def __init__(self, para: ParaModel, tokenizer, model_name: str, slots: int = 16, max_len: int = 1024,
-                 device_adapters: int = 64, compile: bool = False, prefill_tokens_per_step: int = 2048,
-                 fused: bool | None = None):
-        self.engine = Engine(para, slots=slots, max_len=max_len, device_adapters=device_adapters, compile=compile,
-                             prefill_tokens_per_step=prefill_tokens_per_step, fused=fused)
+    def __init__(self, model, tokenizer, model_name: str, config: EngineConfig | None = None):
+        """``model``: the backbone or a ``ParaModel`` (whose adapters are served too)."""
+        self.engine = Engine(model, config or EngineConfig())
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.lock = threading.Lock()
@@ -61,11 +63,11 @@ class EngineService:
         if ids is not None:
             vocab = len(self.tokenizer)
             if any(not 0 <= i < vocab for i in ids):
-                raise EngineError(f"prompt token ids must lie in [0, {vocab})")
+                raise BadRequest(f"prompt token ids must lie in [0, {vocab})")
             return list(ids)
         if chat is not None:
             if not chat or any(m.get("role") not in ("system", "user", "assistant") for m in chat):
-                raise EngineError("chat messages need roles system, user or assistant")
+                raise BadRequest("chat messages need roles system, user or assistant")
             text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
             return self.tokenizer(text, add_special_tokens=False).input_ids
         return self.tokenizer(prompt or "", add_special_tokens=False).input_ids
@@ -87,47 +89,38 @@ class EngineService:
     # ---------------------------------------------------------------- adapters
     def load_adapter(self, name: str, path: str | None = None, config_json: bytes | None = None,
                      weights: bytes | None = None, validate_only: bool = False) -> dict:
-        """Load an adapter from a directory, or from its two files' bytes (written to a private temporary
-        directory, read into memory, then removed). ``validate_only`` checks it against the backbone and
-        returns its info without loading it."""
+        """Load a PARA or LoRA adapter from a directory, or from its two files' bytes (written to a private
+        temporary directory, read into memory, then removed). ``validate_only`` checks it against the backbone
+        and returns its info without loading it."""
         if not path:
             if not config_json or not weights:
-                raise ValueError("give the adapter's path, or both its config JSON and its weights")
+                raise BadRequest("give the adapter's path, or both its config JSON and its weights")
             with tempfile.TemporaryDirectory(prefix="para-adapter-") as tmp:
                 (Path(tmp) / CONFIG_NAME).write_bytes(config_json)
                 (Path(tmp) / WEIGHTS_NAME).write_bytes(weights)
                 return self.load_adapter(name, tmp, validate_only=validate_only)
         if validate_only:
-            config, tensors = self.engine.adapters.para.read_adapter(path)
-            return {"name": name, "parameters": sum(t.numel() for t in tensors.values()),
-                    "base_model": config.base_model_name_or_path or ""}
+            return {"name": name, **self.engine.validate_adapter(path)}
         with self.lock:
-            if name in self.engine.adapters:
-                raise EngineError(f"adapter {name!r} is already loaded")
-            self.engine.adapters.register(name, path)
-            return self.engine.adapters.info(name)
+            return self.engine.load_adapter(name, path)
 
     def unload_adapter(self, name: str) -> None:
         with self.lock:
-            if name not in self.engine.adapters:
-                raise KeyError(f"unknown adapter {name!r}")
-            # Running requests keep their vectors in their slots; only waiting ones still need the adapter.
-            if any(r.adapter == name for r in self.engine.waiting):
-                raise EngineError(f"adapter {name!r} has waiting requests")
-            self.engine.adapters.unregister(name)
+            self.engine.unload_adapter(name)
 
     def adapters(self) -> list[dict]:
         with self.lock:
-            return [self.engine.adapters.info(n) for n in self.engine.adapters.names()]
+            return [self.engine.adapter_info(n) for n in self.engine.adapter_names()]
 
     def stats(self) -> dict:
-        # Without the lock: a step can hold it for seconds (prefills), and health checks must not wait for it.
-        # Each figure is read atomically; together they may straddle one step.
-        e = self.engine
-        return {"running": len(e.running), "waiting": len(e.waiting), "free_slots": len(e.free_slots),
+        # Without the lock: a step can hold it for a while (a large prefill), and health checks must not wait for
+        # it. Each figure is read atomically; together they may straddle one step.
+        stats = self.engine.stats()
+        return {"running": stats["running"], "waiting": stats["waiting"], "free_slots": stats["free_rows"],
                 "requests_finished": self.finished, "tokens_generated": self.tokens_generated,
-                "adapters_loaded": len(e.adapters.names()), "peak_batch_rows": e.peak_batch[0],
-                "peak_batch_adapters": e.peak_batch[1]}
+                "adapters_loaded": stats["adapters_loaded"], "peak_batch_rows": stats["peak_batch_rows"],
+                "peak_batch_adapters": stats["peak_batch_adapters"], "kv_blocks_total": stats["kv_blocks_total"],
+                "kv_blocks_free": stats["kv_blocks_free"], "preemptions": stats["preemptions"]}
 
     # -------------------------------------------------------------------- loop
     def _loop(self) -> None:
@@ -143,7 +136,7 @@ class EngineService:
                     except Exception as err:  # a broken step must not leave clients waiting forever
                         for stream in list(self.streams.values()):
                             self.engine.cancel(stream.request)
-                            stream.events.put(Event(finish_reason="error", text=str(err)))
+                            stream.events.put(Event(finish_reason="failed", text=str(err)))
                         self.streams.clear()
                         break
                     for request in touched:
@@ -170,7 +163,15 @@ class EngineService:
             text = text[: len(text) - hold] if hold else text
             if len(text) < len(stream.sent_text):
                 text = stream.sent_text
-        event = Event(new_ids, text[len(stream.sent_text) :], request.logprobs[stream.sent_tokens :], finish)
+        if finish == "error":  # the request failed alone (its error is the stream's end); tokens sent so far stay
+            event = Event(finish_reason="error", text=request.error or "the request failed",
+                          prompt_tokens=len(request.prompt), completion_tokens=len(request.tokens))
+            self.finished += 1
+            self.streams.pop(request.id, None)
+            stream.events.put(event)
+            return
+        event = Event(new_ids, text[len(stream.sent_text) :], request.logprobs[stream.sent_tokens :],
+                      request.top_logprobs[stream.sent_tokens :], finish)
         stream.sent_tokens, stream.sent_text = len(request.tokens), text
         self.tokens_generated += len(new_ids)
         if finish:

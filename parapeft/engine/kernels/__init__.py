@@ -1,7 +1,7 @@
 """Fused kernels for the decoding step: fewer launches per layer, and PARA's per-row multiplies inside them.
 
 ``triton_ops`` holds the Triton kernels (RMSNorm with the residual add, rotary embedding with the cache
-writes, SiLU-and-multiply); ``fused_linear`` concatenates the projections that read the same input into
+writes, SiLU-and-multiply), ``paged_attention`` decode attention over the paged KV cache; ``fused_linear`` concatenates the projections that read the same input into
 one matmul. Importing this package never imports Triton: ``available()`` says whether it can be used.
 """
 
@@ -18,3 +18,10 @@ def available() -> bool:
     except Exception:  # noqa: BLE001 - a broken Triton install means the same as none: the torch path
         return False
     return True
+
+
+def interpreted() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1): the kernels' tests run there."""
+    import os
+
+    return os.environ.get("TRITON_INTERPRET") == "1"

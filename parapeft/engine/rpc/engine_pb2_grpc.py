@@ -77,7 +77,8 @@ class EngineServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LoadAdapter(self, request, context):
-        """Loads a PARA adapter (adapter_config.json + adapter_model.safetensors) from the worker's disk or inline.
+        """Loads a PARA or peft LoRA adapter (adapter_config.json + adapter_model.safetensors) from the worker's disk
+        or inline; its kind comes from the config's peft_type.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

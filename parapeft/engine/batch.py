@@ -1,0 +1,90 @@
+"""What one pass of the executor runs: a packed prefill of several prompts, or one decoding token per row.
+
+A prefill packs its prompts' tokens into one sequence of ``T`` tokens (no padding); per-token tensors say
+which prompt (``segment``) and row each token belongs to, its position and where its key and value go in the
+paged cache. Prompts are packed longest first, so the attention groups (prompts right-padded together for
+one causal SDPA call) are contiguous and waste little.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .kv_cache import PagedKVCache
+from .ops import AttentionGroup
+
+MAX_PADDING = 1.5  # an attention group's padded size is at most this times its real tokens (or one prompt)
+
+
+@dataclass
+class PrefillBatch:
+    rows_host: list[int]
+    lengths_host: list[int]
+    starts_host: list[int]
+    pool_lens_host: list[int]  # positions each prompt's PARA vectors pool over (its prompt, not re-run tokens)
+    token_ids: torch.Tensor  # [T]
+    positions: torch.Tensor  # [T]
+    token_rows: torch.Tensor  # [T] each token's sequence row (PARA scales are read by it)
+    blocks: torch.Tensor  # [T] cache block of each token
+    offsets: torch.Tensor  # [T] offset inside the block
+    rows: torch.Tensor  # [P]
+    last_index: torch.Tensor  # [P] packed index of each prompt's last token
+    groups: list[AttentionGroup]
+    para: bool = False  # some prompt has a PARA adapter
+    lora: bool = False
+    decode: bool = False
+    extras: dict = field(default_factory=dict)  # per adapter kind, what its hooks need for this pass
+
+    @property
+    def tokens(self) -> int:
+        return int(self.token_ids.shape[0])
+
+
+@dataclass
+class DecodeBatch:
+    rows: torch.Tensor  # [B] sequence rows (a CUDA-graph bucket pads with the scratch row)
+    para: bool
+    lora: bool
+    decode: bool = True
+    extras: dict = field(default_factory=dict)
+
+
+def attention_groups(lengths: list[int], starts: list[int], device: torch.device) -> list[AttentionGroup]:
+    """Consecutive prompts (packed longest first) grouped so padding stays under ``MAX_PADDING``."""
+    groups, first = [], 0
+    while first < len(lengths):
+        longest, last, real = lengths[first], first + 1, lengths[first]
+        while last < len(lengths) and (last - first + 1) * longest <= MAX_PADDING * (real + lengths[last]):
+            real += lengths[last]
+            last += 1
+        offsets = torch.arange(longest)
+        pad_index = torch.tensor(starts[first:last]).unsqueeze(1) + offsets.unsqueeze(0)
+        pad_index = torch.minimum(pad_index, torch.tensor(starts[last - 1] + lengths[last - 1] - 1))
+        out_index = torch.cat([p * longest + torch.arange(n) for p, n in enumerate(lengths[first:last])])
+        groups.append(AttentionGroup(starts[first], starts[last - 1] + lengths[last - 1], pad_index.to(device),
+                                     out_index.to(device)))
+        first = last
+    return groups
+
+
+def build_prefill(sequences: list[tuple[int, list[int], int]], cache: PagedKVCache,
+                  device: torch.device) -> PrefillBatch:
+    """``sequences``: (row, token ids, pooled length) per prompt, longest first. Block tables must be flushed."""
+    lengths = [len(tokens) for _, tokens, _ in sequences]
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    total = sum(lengths)
+    rows = torch.tensor([row for row, _, _ in sequences], device=device)
+    ids = torch.tensor([t for _, tokens, _ in sequences for t in tokens], device=device)
+    length_tensor = torch.tensor(lengths, device=device)
+    segment = torch.repeat_interleave(torch.arange(len(lengths), device=device), length_tensor, output_size=total)
+    start_tensor = torch.tensor(starts, device=device)
+    positions = torch.arange(total, device=device) - start_tensor.index_select(0, segment)
+    token_rows = rows.index_select(0, segment)
+    blocks = cache.block_tables[token_rows, positions // cache.block_size].long()
+    return PrefillBatch(
+        rows_host=[row for row, _, _ in sequences], lengths_host=lengths, starts_host=starts,
+        pool_lens_host=[pool for _, _, pool in sequences], token_ids=ids, positions=positions,
+        token_rows=token_rows, blocks=blocks, offsets=positions % cache.block_size, rows=rows,
+        last_index=start_tensor + length_tensor - 1, groups=attention_groups(lengths, starts, device))

@@ -1,0 +1,39 @@
+"""The engine's typed errors. The gRPC server maps each class to a status code in one table (``server.py``);
+nothing matches message text."""
+
+from __future__ import annotations
+
+
+class EngineError(ValueError):
+    """Base class: something the engine refuses or cannot do for one request or one call."""
+
+
+class BadRequest(EngineError):
+    """The request itself is malformed or out of range (prompt, sampling values, token ids, names)."""
+
+
+class UnknownAdapter(EngineError, KeyError):
+    """The request names an adapter the engine does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AdapterExists(EngineError):
+    """An adapter of that name is already loaded."""
+
+
+class AdapterInUse(EngineError):
+    """The adapter cannot be removed now: requests waiting for a prefill still need it."""
+
+
+class RequestFailed(EngineError):
+    """The request failed by its own fault after it started (its adapter made the logits non-finite)."""
+
+
+class EngineFull(EngineError):
+    """The engine cannot take the request now (no room in its queue)."""
+
+
+class ConfigError(EngineError):
+    """An engine configuration that cannot work."""

@@ -1,0 +1,97 @@
+"""Which requests run in the next step: every running sequence decodes one token, waiting ones are admitted.
+
+A step has a token budget (``max_step_tokens``) shared by decoding rows (one token each) and prompt tokens
+prefilled in it. Requests are admitted first come, first served, while the budget, a free row, the free KV
+blocks and the device adapter slots allow; the head of the queue is never skipped, so nothing starves, and
+a prompt longer than what is left still runs when it is the step's only prefill. A running sequence grows
+one block at a time; when no block is free the most recently admitted sequence is preempted: its blocks are
+freed and it goes back to the front of the queue, to be prefilled again (its prompt and the tokens it has
+generated; its PARA vectors again from its prompt alone).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .block_manager import BlockManager
+from .config import EngineConfig
+from .kv_cache import PagedKVCache
+from .sequence import Request
+
+
+@dataclass
+class Plan:
+    prefill: list[Request] = field(default_factory=list)
+    decode: list[Request] = field(default_factory=list)
+    preempted: list[Request] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, blocks: BlockManager, cache: PagedKVCache, adapter_check, on_release):
+        self.config, self.blocks, self.cache = config, blocks, cache
+        # adapter_check(requests) -> whether their adapters (with the ones already pinned) fit on the device
+        self.adapter_check = adapter_check
+        self.on_release = on_release  # on_release(request): the adapters let go of the request's row
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []  # in admission order
+        self.free_rows = list(range(config.max_seqs))
+        self._admissions = 0
+        self.preemptions = 0
+
+    def schedule(self) -> Plan:
+        plan = Plan()
+        for request in list(self.running):
+            if request not in self.running:  # preempted for an older sequence in this loop
+                continue
+            needed = request.cached_tokens + 1  # room for the token this step writes
+            while not self.blocks.can_hold(needed, len(request.blocks)):
+                victim = self.running[-1]
+                self._preempt(victim)
+                plan.preempted.append(victim)
+                if victim is request:
+                    break
+            if request in self.running:
+                self.cache.note_blocks(request.row, self.blocks.grow(request.blocks, needed))
+                plan.decode.append(request)
+        budget = self.config.max_step_tokens - len(plan.decode)
+        while self.waiting and self.free_rows:
+            request = self.waiting[0]
+            length = len(request.prefill_tokens())
+            if plan.prefill and length > budget:
+                break
+            if not self.blocks.can_hold(length + 1):
+                break
+            if not self.adapter_check(plan.prefill + [request]):
+                break
+            self.waiting.popleft()
+            request.row = self.free_rows.pop()
+            request.admitted_at = self._admissions
+            self._admissions += 1
+            self.cache.note_blocks(request.row, self.blocks.grow(request.blocks, length))
+            self.running.append(request)
+            plan.prefill.append(request)
+            budget -= length
+        return plan
+
+    def _preempt(self, request: Request) -> None:
+        self.running.remove(request)
+        self.release(request)
+        request.recompute = True
+        self.waiting.appendleft(request)
+        self.preemptions += 1
+
+    def release(self, request: Request) -> None:
+        """Give back a sequence's blocks and row (it finished, was cancelled or preempted)."""
+        self.blocks.release(request.blocks)
+        if request.row is not None:
+            self.on_release(request)
+            self.free_rows.append(request.row)
+            request.row = None
+
+    def remove(self, request: Request) -> None:
+        if request in self.waiting:
+            self.waiting.remove(request)
+        if request in self.running:
+            self.running.remove(request)
+            self.release(request)
