@@ -26,12 +26,12 @@ triton_language = pytest.importorskip(
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 from transformers.models.llama.modeling_llama import LlamaRMSNorm  # noqa: E402
 
-from parapeft import BASE_ADAPTER  # noqa: E402
+from parapeft import BASE_ADAPTER, ParaConfig, get_para_model  # noqa: E402
 from parapeft.engine import Engine, SamplingParams  # noqa: E402
 from parapeft.engine.kernels.fused_linear import FusedLinear  # noqa: E402
 from parapeft.engine.ops.torch_ops import rotate_half as _rotate_half  # noqa: E402
 from test_engine import prompts, reference, tiny_para  # noqa: E402
-from tiny_models import tiny_model  # noqa: E402
+from tiny_models import randomize_adapter, tiny_model  # noqa: E402
 
 INTERPRETED = isinstance(triton_language.sum, InterpretedFunction)  # Triton's library decorated for the CPU
 
@@ -262,6 +262,90 @@ def test_paged_attention_kernel_equals_contiguous_attention(dtype, heads, kv_hea
     tolerance = {} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
     torch.testing.assert_close(got.float(), expected, **tolerance)
     torch.testing.assert_close(reference.float(), expected, **tolerance)
+
+
+@interpreted
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads, kv_heads, head_dim", [(4, 2, 8), (9, 3, 64), (4, 4, 32)])
+def test_prefill_attention_kernel_equals_causal_attention_per_prompt(dtype, heads, kv_heads, head_dim):
+    """Packed prompts of ragged lengths (one longer than a tile), keys and values read through block tables."""
+    from parapeft.engine.batch import prefill_tiles
+    from parapeft.engine.kernels.prefill_attention import paged_prefill_attention
+
+    g = torch.Generator().manual_seed(6)
+    lengths, block_size = [70, 1, 16, 33], 8
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    _, keys, values, tables, _ = _paged_case(dtype, heads, kv_heads, head_dim, lengths, block_size, g)
+    q = torch.randn(sum(lengths), heads, head_dim, generator=g).to(dtype)
+    scale = head_dim ** -0.5
+    got = paged_prefill_attention(q, keys, values, tables, torch.tensor(starts), torch.tensor(lengths),
+                                  torch.tensor(prefill_tiles(lengths), dtype=torch.int32), scale)
+    for prompt, (start, n) in enumerate(zip(starts, lengths)):
+        k = keys[tables[prompt].long()].permute(1, 0, 2, 3).reshape(kv_heads, -1, head_dim)[:, :n].float()
+        v = values[tables[prompt].long()].permute(1, 0, 2, 3).reshape(kv_heads, -1, head_dim)[:, :n].float()
+        group = heads // kv_heads
+        expected = F.scaled_dot_product_attention(q[start:start + n].float().transpose(0, 1),
+                                                  k.repeat_interleave(group, 0), v.repeat_interleave(group, 0),
+                                                  is_causal=True, scale=scale).transpose(0, 1).reshape(n, -1)
+        tolerance = {} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+        torch.testing.assert_close(got[start:start + n].float(), expected, **tolerance)
+
+
+@interpreted
+def test_generator_kernels_equal_the_pytorch_generators():
+    """Mean, last and max pooling with SiLU, GELU and ReLU, ranks and targets differing, bare prompts among
+    them, and prompts pooling fewer positions than they hold (re-run tokens after a preemption): the layer
+    multipliers the kernels write equal those of the PyTorch code."""
+    from parapeft.engine.batch import build_prefill
+
+    configs = {"m": ParaConfig(r=4), "l": ParaConfig(r=3, pooler="last", activation="gelu"),
+               "x": ParaConfig(r=5, pooler="max", activation="relu", targets=["v", "up"], layers_to_transform=[1])}
+    para = get_para_model(tiny_model("qwen2"), configs["m"], adapter_name="m")
+    for name, config in configs.items():
+        if name != "m":
+            para.add_adapter(name, config)
+    for seed, name in enumerate(configs):
+        randomize_adapter(para, name, seed + 20)
+    sequences = [(0, prompts([9])[0], 9), (1, prompts([12], seed=1)[0], 7), (2, prompts([5], seed=2)[0], 5),
+                 (3, prompts([70], seed=3)[0], 66)]
+    names = ["m", "l", None, "x"]
+    results = []
+    for fused in (False, True):
+        engine = Engine(para.eval(), max_seqs=4, max_len=96, fused_kernels=fused)
+        for row, tokens, _ in sequences:
+            engine.cache.note_blocks(row, engine.blocks.grow([], len(tokens)))
+        engine.cache.flush()
+        batch = build_prefill(sequences, engine.cache, engine.device, fused=fused)
+        engine.para.prepare_prefill(batch, names)
+        assert (batch.extras["para"].kernel is not None) == fused
+        x = torch.randn(batch.tokens, 32, generator=torch.Generator().manual_seed(4))
+        for layer in range(2):
+            engine.para.after_norm(layer, x, batch)
+        results.append(engine.para.multipliers[:, :4].clone())
+    torch.testing.assert_close(results[1], results[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(results[1][:, 2], torch.ones_like(results[1][:, 2]))  # the bare prompt's row
+
+
+@interpreted
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lora_kernels_add_each_tiles_adapter_product(dtype):
+    from parapeft.engine.kernels.lora_sgmv import lora_add, lora_tiles
+
+    g = torch.Generator().manual_seed(7)
+    tokens, width_in, width_out, rank = 41, 48, 40, 5
+    x = torch.randn(tokens, width_in, generator=g).to(dtype)
+    a = torch.randn(3, rank, width_in, generator=g).mul(0.3).to(dtype)
+    b = torch.randn(3, width_out, rank, generator=g).mul(0.3).to(dtype)
+    fused = torch.randn(tokens, width_out + 8, generator=g).to(dtype)  # out is a strided slice
+    out, beside = fused[:, :width_out], fused[:, width_out:].clone()
+    segments = [(0, 20, 2), (20, 21, 0), (25, 41, 1)]  # tokens 21-24 have no adapter
+    expected = out.clone()
+    for start, end, slot in segments:
+        expected[start:end] += (x[start:end] @ a[slot].T) @ b[slot].T
+    lora_add(x, a, b, torch.tensor(lora_tiles(segments), dtype=torch.int32), out)
+    tolerance = {} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    torch.testing.assert_close(out, expected, **tolerance)
+    assert torch.equal(fused[:, width_out:], beside)  # the columns next to the slice are not touched
 
 
 # ---------------------------------------------------------------------------------------------- engine

@@ -1,24 +1,25 @@
-"""Time of one decoding step: the engine (bare, PARA, LoRA mode) against HF peft and HF's compiled static cache.
+"""Time of one decoding step: the engine (bare, PARA, LoRA) against HF peft and HF's compiled static cache.
 
-Every row decodes one new token for each of `batch` sequences whose 256-token prompts are in the KV
-cache, on a backbone with random weights (bf16 on a GPU). Modes:
+Every row decodes one new token for each of `batch` sequences whose 256-token prompts are in the paged KV
+cache (prefilled by the engine itself), on a backbone with random weights (bf16 on a GPU). Modes:
 
   bare       the engine's decoding step, backbone only
   para       the engine with PARA: every row scales Q, V and Up by its own prompt's vectors
-  lora       the engine's LoRA mode: every row applies its slot's LoRA matrices on q and v (no PARA
-             multiplies), at ranks 8, 16 and the rank with PARA's parameter count
+  lora       the engine with LoRA adapters on q and v (no PARA multiplies), at ranks 8, 16 and the rank with
+             PARA's parameter count
   peft_lora  HF peft, a PeftModel with 64 LoRA adapters (r=8, q and v) and mixed-batch inference
              (adapter_names: one adapter per row), a DynamicCache, eager
   hf_static  HF's bare backbone with a static cache and the compiled forward generate uses
              (torch.compile, mode "reduce-overhead"); plus a cross-check through generate itself
 
-On a GPU the engine's step is replayed from CUDA graphs (runner "cuda_graph", what the engine serves
-with) and also timed eager (runner "eager"); on a CPU it runs eager only. Where the engine has its Triton
-kernels (a GPU with Triton), those runners time the fused step; --fused off|both times the PyTorch step
-instead or as well, as runners "cuda_graph_unfused" and "eager_unfused" (every engine row says "fused").
-The engine gathers every row's vectors or matrices by slot, so its step costs the same whatever the
-number of distinct adapters: it is timed with a distinct adapter per row, plus one batch (--sweep-batch)
-with 1, 8, 32 and 64 distinct adapters to show it. peft_lora is timed for every (batch, distinct ≤ batch) pair.
+On a GPU the engine's step is replayed from CUDA graphs (runner "cuda_graph", what the engine serves with),
+through its Triton kernels (paged attention included); --fused off|both times the PyTorch operations instead
+or as well ("cuda_graph_unfused"). On a CPU the step runs eager ("eager"). --engine-step B... adds runner
+"engine_step": Engine.step() with every row decoding, which also pays for scheduling, the batched sampler,
+the transfer to the host and the host's bookkeeping. The step reads each row's vectors or LoRA matrices by
+row or adapter slot, so its cost should not depend on how many distinct adapters the batch holds: PARA and
+LoRA rows are timed with a distinct adapter per row, plus one batch (--sweep-batch) with 1, 8, 32 and 64
+distinct adapters. peft_lora is timed for every (batch, distinct <= batch) pair.
 
 hbm_floor_ms is the step's memory traffic at the HBM bandwidth (--hbm-tb-s, 4.8 TB/s for an H200):
 every backbone weight once (the embedding lookup excluded), the adapters' weights that the rows use
@@ -28,7 +29,7 @@ Examples (from the repository root):
   python benchmarks/engine/decode_step.py --shape 1.1b --modes bare para lora peft_lora
   python benchmarks/engine/decode_step.py --shape 1.1b --modes hf_static --append
   python benchmarks/engine/decode_step.py --shape 1.1b --modes bare para --batch-sizes 64 --distinct 32 \
-      --no-eager --fused both --output /tmp/fused.json                 # fused vs unfused kernels
+      --fused both --output /tmp/fused.json                            # Triton kernels vs PyTorch operations
   python benchmarks/engine/decode_step.py --shape tiny --batch-sizes 1 8 --distinct 1 8 --sweep-batch 8 \\
       --steps 3 --peft-steps 2 --output /tmp/decode.json            # a quick check anywhere
 Results go to --output (JSON, rewritten after every row) and a PNG next to it.
@@ -38,10 +39,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -49,8 +48,11 @@ from hf_baselines import (PEFT_RANK, hf_generate_step, hf_static_step, lora_adap
                           prepare_for_compile)
 from measure import (H200_HBM_BYTES_PER_S, Budget, ResultFile, add_output_arguments, floor_ms, free_memory, kv_bytes,
                      log, pick_device, time_steps, weight_bytes)
-from models import SHAPES, build_backbone, lora_parameters_per_rank, para_matched_lora_rank, random_lora
-from parapeft.engine.decoder import GraphedStep, SlotDecoder
+from models import (PARA_RANK, SHAPES, build_backbone, lora_parameters_per_rank, para_matched_lora_rank,
+                    random_lora_dirs, random_para_tensors)
+from parapeft import BASE_ADAPTER, ParaConfig
+from parapeft.engine import Engine, EngineConfig, SamplingParams
+from parapeft.engine.batch import DecodeBatch
 
 MODES = ("bare", "para", "lora", "peft_lora", "hf_static")
 
@@ -60,7 +62,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shape", "--shapes", dest="shapes", nargs="+", choices=SHAPES, default=["1.1b"],
                         help="backbone shapes, run one after the other (default: 1.1b)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="default: all")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128, 256])
     parser.add_argument("--distinct", type=int, nargs="+", default=[1, 8, 32, 64],
                         help="distinct adapters in a batch, for peft_lora (every value <= batch) and the sweep")
     parser.add_argument("--sweep-batch", type=int, default=64,
@@ -72,13 +74,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before each row")
     parser.add_argument("--lora-ranks", type=int, nargs="*", default=None,
                         help="engine LoRA ranks (default: 8, 16 and the rank with PARA's parameter count)")
-    parser.add_argument("--no-eager", action="store_true", help="on a GPU, skip the eager engine rows")
     parser.add_argument("--fused", choices=("on", "off", "both"), default="on",
-                        help="the engine's Triton-fused step (on, where available), its PyTorch step (off, runners "
+                        help="the engine's Triton kernels (on, where available), its PyTorch operations (off, runners "
                              "*_unfused), or both in one run")
-    parser.add_argument("--engine-compile", action="store_true",
-                        help="on a GPU, also time the engine's graphs of torch.compile'd steps (runner "
-                             "compiled_graph; one compilation per batch size and mode: minutes)")
+    parser.add_argument("--engine-step", type=int, nargs="*", default=[], metavar="BATCH",
+                        help="on a GPU, also time Engine.step() with BATCH rows decoding (runner engine_step: the "
+                             "forward plus scheduling, sampling and the host's bookkeeping)")
     parser.add_argument("--no-generate-check", action="store_true",
                         help="skip hf_static's cross-check through generate (at --sweep-batch)")
     parser.add_argument("--hbm-tb-s", type=float, default=H200_HBM_BYTES_PER_S / 1e12,
@@ -138,129 +139,114 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------------------- engine
-class EngineSlots:
-    """A SlotDecoder whose slots hold a prompt's keys and values, and PARA vectors or LoRA matrices per row.
+class EngineBatch:
+    """An engine holding ``rows`` sequences with ``prompt``-token prompts prefilled by the engine itself, each
+    with its adapter (PARA: its own prompt's vectors; LoRA: adapter i mod ``distinct``; bare: none)."""
 
-    Slots are filled through the decoder's own loading methods (those the engine calls after a prefill),
-    so the benchmark does not depend on how the decoder stores them.
-    """
+    def __init__(self, model, mode: str, rows: int, max_len: int, prompt: int, lora_rank: int, distinct: int,
+                 fused: bool, lora_dirs: list[Path]):
+        self.mode, self.rows, self.prompt, self.distinct = mode, rows, prompt, distinct
+        config = EngineConfig(max_len=max_len, max_seqs=rows, kv_tokens=rows * (max_len + 16),
+                              max_step_tokens=rows * (prompt + 1), device_adapters=max(distinct, 1),
+                              lora_rank=lora_rank if mode == "lora" else 0, fused_kernels=None if fused else False)
+        self.engine = engine = Engine(model, config)
+        self.names = [BASE_ADAPTER] * rows
+        if mode == "para":
+            for index in range(distinct):
+                engine.add_adapter(f"p{index}", ParaConfig(r=PARA_RANK), random_para_tensors(engine, PARA_RANK, index))
+            self.names = [f"p{i % distinct}" for i in range(rows)]
+        elif mode == "lora":
+            for index, directory in enumerate(lora_dirs[:distinct]):
+                engine.load_adapter(f"l{index}", directory)
+            self.names = [f"l{i % distinct}" for i in range(rows)]
+        generator = torch.Generator().manual_seed(11)
+        vocab = model.config.vocab_size
+        self.requests = [engine.submit(torch.randint(3, vocab, (prompt,), generator=generator).tolist(), name,
+                                       SamplingParams(max_tokens=max_len - prompt, ignore_eos=True))
+                         for name in self.names]
+        engine.step()  # one packed prefill of every prompt (each sequence now holds prompt + 1 tokens)
+        assert all(len(r.tokens) == 1 for r in self.requests), "not every prompt was prefilled in one step"
+        for request in self.requests:  # blocks for the whole run, so the timed steps never allocate
+            engine.cache.note_blocks(request.row, engine.blocks.grow(request.blocks, max_len))
+        engine.cache.flush()
+        self.row_ids = torch.tensor([r.row for r in self.requests], device=engine.device)
 
-    def __init__(self, model, slots: int, max_len: int, prompt: int, lora_rank: int, seed: int):
-        config, device = model.config, model.device
-        self.dtype = model.get_input_embeddings().weight.dtype
-        self.decoder = SlotDecoder(model, slots, max_len, lora_rank=lora_rank)
-        self.model, self.prompt, self.lora_rank, self.seed = model, prompt, lora_rank, seed
-        generator = torch.Generator(device=device).manual_seed(seed)
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        shape = (1, config.num_key_value_heads, prompt, head_dim)
-        self.prompt_cache = SimpleNamespace(layers=[
-            SimpleNamespace(keys=torch.randn(shape, generator=generator, device=device).to(self.dtype),
-                            values=torch.randn(shape, generator=generator, device=device).to(self.dtype))
-            for _ in range(config.num_hidden_layers)])
-        first = model.model.layers[0]
-        widths = {"q": first.self_attn.q_proj.out_features, "v": first.self_attn.v_proj.out_features,
-                  "up": first.mlp.up_proj.out_features}
-        # PARA vectors belong to a prompt, not to an adapter: every slot gets its own, near 1.
-        self.vectors = {t: (1 + 0.1 * torch.randn(config.num_hidden_layers, slots, w, generator=generator,
-                                                  device=device)).to(self.dtype) for t, w in widths.items()}
-        self.loras: dict[int, dict] = {}
-        self.filled_with: int | None = None
-
-    def lora(self, adapter: int) -> dict:
-        if adapter not in self.loras:
-            self.loras[adapter] = random_lora(self.model.config, self.lora_rank, self.seed * 1000 + adapter,
-                                              self.model.device, self.dtype)
-        return self.loras[adapter]
-
-    def fill(self, distinct: int) -> None:
-        """Slot i gets adapter i mod ``distinct`` (LoRA) and its own PARA vectors."""
-        key = distinct if self.lora_rank else 0  # PARA vectors do not depend on the adapter count
-        if self.filled_with == key:
-            return
-        slots = self.vectors["q"].shape[1]
-        for slot in range(slots):
-            vectors = [{t: v[layer, slot].unsqueeze(0) for t, v in self.vectors.items()}
-                       for layer in range(len(self.prompt_cache.layers))]
-            self.decoder.load_slot(slot, self.prompt_cache, self.prompt, vectors)
-            if self.lora_rank:
-                self.decoder.set_lora(slot, self.lora(slot % distinct))
-        self.filled_with = key
+    def decode(self, batch: int, graphs: bool):
+        """One decoding step of the first ``batch`` sequences (the model's forward: no sampling)."""
+        engine, rows = self.engine, self.row_ids[:batch]
+        para, lora = self.mode == "para", self.mode == "lora"
+        engine.cache.seq_lens[rows] = self.prompt  # every timed step decodes at the same position
+        if graphs:
+            return engine.graphs(rows, para, lora)
+        return engine.executor.decode(DecodeBatch(rows, para, lora))
 
 
-def _decode(step, rows, tokens, positions, length: int, _: int):
-    return step(rows, tokens, positions, length=length)
+def _decode(runner: EngineBatch, batch: int, graphs: bool, _: int):
+    return runner.decode(batch, graphs)
 
 
-def _supports_compile() -> bool:
-    return "compile" in inspect.signature(GraphedStep.__init__).parameters
+def _engine_step(engine: Engine, _: int):
+    return engine.step()
 
 
-def _variants(runner: str, can_fuse: bool, choice: str) -> list[tuple[str, bool]]:
-    """(runner name, fused) pairs to time: the fused step keeps the runner's name, the PyTorch step where
-    the fused one exists is "<runner>_unfused"; a compiled step is always the PyTorch code."""
-    if runner == "compiled_graph" or not can_fuse:
-        return [(runner, False)]
-    wanted = {"on": [True], "off": [False], "both": [True, False]}[choice]
-    return [(runner if fused else f"{runner}_unfused", fused) for fused in wanted]
+def engine_step_timing(model, mode: str, batch: int, run: Run, lora_rank: int, lora_dirs: list[Path]) -> dict:
+    """What the engine's loop pays per token: ``Engine.step()`` with ``batch`` sequences decoding (scheduler,
+    the graph-replayed forward, the batched sampler, the host transfer and the host's bookkeeping)."""
+    args = run.args
+    runner = EngineBatch(model, mode, batch, run.max_len, args.prompt, lora_rank, batch, True, lora_dirs)
+    timing = time_steps(partial(_engine_step, runner.engine), args.steps, args.warmup, run.device)
+    assert all(len(r.tokens) > args.steps for r in runner.requests)
+    return timing
 
 
 def engine_rows(run: Run, modes: list[str], lora_ranks: list[int]) -> None:
+    import tempfile
+
     args, model, device = run.args, run.model, run.device
     max_batch = max(args.batch_sizes)
-    setups = []  # (mode, EngineSlots, para multiplies on, lora rank)
-    if "bare" in modes or "para" in modes:
-        base = EngineSlots(model, max_batch, run.max_len, args.prompt, 0, seed=1)
-        setups += [(m, base, m == "para", None) for m in ("bare", "para") if m in modes]
-    if "lora" in modes:
-        setups += [("lora", EngineSlots(model, max_batch, run.max_len, args.prompt, r, seed=2 + r), False, r)
-                   for r in lora_ranks]
-    runners = ["cuda_graph"] if device == "cuda" else []
-    if device == "cuda" and args.engine_compile:
-        if not _supports_compile():
-            raise SystemExit("this version of GraphedStep has no compile option")
-        runners.append("compiled_graph")
-    if device != "cuda" or not args.no_eager:
-        runners.append("eager")
-    generator = torch.Generator(device=device).manual_seed(3)
-    step_tokens = {b: torch.randint(0, model.config.vocab_size, (b,), device=device, generator=generator)
-                   for b in args.batch_sizes}  # the same inputs for every mode and runner
-    for mode, slots, use_para, rank in setups:
-        per_rank = lora_parameters_per_rank(model.config)
-        variants = [(base_runner, name, fused) for base_runner in runners
-                    for name, fused in _variants(base_runner, slots.decoder.fused, args.fused)]
-        for runner, name, fused in variants:
-            if runner == "eager" and mode == "lora" and device == "cuda":
-                continue  # the LoRA mode is served from graphs; its eager step adds nothing to bare/para eager
-            if runner == "cuda_graph":
-                step = GraphedStep(slots.decoder, max_batch, para=use_para, fused=fused)
-            elif runner == "compiled_graph":
-                step = GraphedStep(slots.decoder, max_batch, para=use_para, compile=True)
-            else:
-                step = lambda s, t, p, length, d=slots.decoder, on=use_para, f=fused: d.step(s, t, p, para=on,
-                                                                                          length=length, fused=f)
-            for batch in args.batch_sizes:
-                for distinct in (run.sweep(batch) if mode != "bare" else [0]):
-                    if run.out_of_time(f"{mode} [{name}] batch {batch}"):
+    per_rank = lora_parameters_per_rank(model.config)
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    para_width = config.num_hidden_layers * (config.num_attention_heads * head_dim
+                                             + config.num_key_value_heads * head_dim + config.intermediate_size)
+    graphs = device == "cuda"
+    fused_choices = {"on": [True], "off": [False], "both": [True, False]}[args.fused]
+    setups = [(m, None) for m in ("bare", "para") if m in modes] + [("lora", r) for r in lora_ranks if "lora" in modes]
+    with tempfile.TemporaryDirectory(prefix="para-decode-") as tmp:
+        for mode, rank in setups:
+            needed = max(max(args.batch_sizes), max(args.distinct))
+            lora_dirs = random_lora_dirs(model, rank, needed, Path(tmp) / f"r{rank}") if mode == "lora" else []
+            for fused in fused_choices:
+                name = ("cuda_graph" if graphs else "eager") + ("" if fused else "_unfused")
+                counts = sorted({d for b in args.batch_sizes for d in run.sweep(b)}) if mode != "bare" else [1]
+                for distinct in counts:
+                    if run.out_of_time(f"{mode} [{name}] {distinct} distinct"):
                         return
-                    slots.fill(max(distinct, 1))
-                    rows = torch.arange(batch, device=device)
-                    tokens = step_tokens[batch]
-                    positions = torch.full((batch,), args.prompt, device=device)
-                    # length known on the host, as the engine passes it: no synchronisation inside the step
-                    timing = time_steps(partial(_decode, step, rows, tokens, positions, args.prompt + 1),
-                                        args.steps, args.warmup, device)
-                    extra, adapter_bytes = {}, 0
-                    if mode == "para":  # every row reads its own vectors, all layers, q + v + up
-                        per_row = sum(v.shape[0] * v.shape[2] for v in slots.vectors.values())
-                        adapter_bytes = batch * per_row * run.dtype.itemsize
-                    elif mode == "lora":  # at least each distinct adapter's matrices once
-                        adapter_bytes = distinct * rank * per_rank * run.dtype.itemsize
-                        extra = {"lora_rank": rank}
-                    run.record(mode, name, batch, distinct, timing, adapter_bytes, fused=fused, **extra)
-    del setups
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
+                    runner = EngineBatch(model, mode, max_batch, run.max_len, args.prompt, rank or 0,
+                                         min(distinct, max_batch), fused, lora_dirs)
+                    fused_on = runner.engine.executor.ops.name == "triton"
+                    for batch in args.batch_sizes:
+                        if mode != "bare" and distinct not in run.sweep(batch):
+                            continue
+                        timing = time_steps(partial(_decode, runner, batch, graphs), args.steps, args.warmup, device)
+                        extra, adapter_bytes = {}, 0
+                        shown = 0 if mode == "bare" else min(distinct, batch)
+                        if mode == "para":  # every row reads its own vectors, all layers, q + v + up
+                            adapter_bytes = batch * para_width * run.dtype.itemsize
+                        elif mode == "lora":  # at least each distinct adapter's matrices once
+                            adapter_bytes = shown * rank * per_rank * run.dtype.itemsize
+                            extra = {"lora_rank": rank}
+                        run.record(mode, name, batch, shown, timing, adapter_bytes, fused=fused_on, **extra)
+                    del runner
+                    free_memory(device)
+            if device == "cuda":
+                for batch in args.engine_step:
+                    if run.out_of_time(f"{mode} [engine_step] batch {batch}"):
+                        return
+                    timing = engine_step_timing(model, mode, batch, run, rank or 0, lora_dirs)
+                    run.record(mode, "engine_step", batch, 0 if mode == "bare" else batch, timing, fused=True,
+                               **({"lora_rank": rank} if rank else {}))
+                    free_memory(device)
 
 
 # --------------------------------------------------------------------------------------- HF baselines
@@ -315,13 +301,12 @@ def main() -> None:
               "hbm_note": "floor = (weights read once, embedding lookup excluded + adapter weights used + KV cache "
                           "of the context) / HBM bandwidth",
               "dtype": str(dtype).replace("torch.", ""),
-              "runners": {"cuda_graph": "engine step replayed from a CUDA graph per batch bucket (Triton-fused "
+              "runners": {"cuda_graph": "engine step replayed from a CUDA graph per batch bucket (Triton kernels "
                                         "where the row says fused)",
-                          "cuda_graph_unfused": "cuda_graph with the engine's PyTorch step where Triton kernels "
-                                                "exist (--fused off|both)",
-                          "eager_unfused": "eager with the engine's PyTorch step (--fused off|both)",
-                          "compiled_graph": "engine step compiled by torch.compile, then replayed from CUDA graphs",
-                          "eager": "eager PyTorch",
+                          "cuda_graph_unfused": "cuda_graph with the engine's PyTorch operations (--fused off|both)",
+                          "eager": "the engine's step, eager (CPU)",
+                          "engine_step": "Engine.step() with every row decoding: scheduler, graph-replayed step, "
+                                         "batched sampler, one transfer to the host, host bookkeeping",
                           "compiled_forward": "HF forward compiled as generate does (inductor, reduce-overhead), "
                                               "static cache, inputs from prepare_inputs_for_generation",
                           "generate": "HF generate with a static cache: (1 + n tokens - 1 token) / n"}}

@@ -69,8 +69,25 @@ def randomize_para_adapter(para, name: str, seed: int, scale: float = 0.02) -> N
                     param.copy_(torch.randn(param.shape, generator=generator) * scale)
 
 
+def random_para_tensors(engine, rank: int, seed: int, scale: float = 0.02) -> dict[str, torch.Tensor]:
+    """The tensors of a PARA adapter (default config, ``rank``) for ``engine``'s backbone, random and small, as
+    ``Engine.add_adapter`` takes them (no files written)."""
+    from parapeft.model import adapter_shapes
+
+    generator = torch.Generator().manual_seed(seed)
+    shapes = adapter_shapes(ParaConfig(r=rank), engine.para.dims)
+    return {key: torch.randn(shape, generator=generator) * scale for key, shape in shapes.items()}
+
+
+def random_lora_dirs(model, rank: int, count: int, directory: Path, seed: int = 10_000) -> list[Path]:
+    """``count`` random peft LoRA adapters (q and v, ``rank``) written under ``directory``."""
+    dtype = model.get_input_embeddings().weight.dtype
+    return [save_peft_lora(directory / f"l{index}", random_lora(model.config, rank, seed + index, "cpu", dtype), rank)
+            for index in range(count)]
+
+
 def random_lora(config, rank: int, seed: int, device, dtype) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
-    """{(layer, "q"|"v"): (A [rank, hidden], B [out, rank])}: the layout ``SlotDecoder.set_lora`` takes (B scaled)."""
+    """{(layer, "q"|"v"): (A [rank, hidden], B [out, rank])}, as peft stores them (B without the scaling)."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     widths = {"q": config.num_attention_heads * head_dim, "v": config.num_key_value_heads * head_dim}
     generator = torch.Generator().manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Multi-tenant serving trace through the in-process Engine: PARA adapters vs the LoRA mode vs the bare backbone.
+"""Multi-tenant serving trace through the in-process Engine: PARA adapters vs LoRA adapters vs the bare backbone.
 
 A workload of requests arrives as a Poisson process at a given rate (requests per second) for
 --duration seconds. Each request picks one of --adapters adapters with Zipf popularity (s = 1.1:
@@ -9,25 +9,25 @@ replayed in three modes:
 
   bare  every request without an adapter (the reference)
   para  every request with its PARA adapter (random non-zero generator weights; the engine keeps at
-        most --device-adapters of them attached and reloads the others from CPU memory on demand)
-  lora  every request with its LoRA adapter in the engine's LoRA mode (q and v, the rank with PARA's
-        parameter count unless --lora-rank is given; random non-zero weights)
+        most --device-adapters of them resident and reloads the others from CPU memory on demand)
+  lora  every request with its LoRA adapter (q and v, the rank with PARA's parameter count unless
+        --lora-rank is given; random non-zero weights), on the same paths
 
 One thread drives the engine: it submits each request when the wall clock reaches its arrival time,
-then calls engine.step(), which admits waiting requests into free slots (one prefill each) and
-decodes one token for every running request. A request's time to first token (TTFT) runs from its
-arrival time to the end of the step that produced its first token, so it includes queueing; its
-time per output token (TPOT) is (last token − first token) / (tokens − 1). After the arrival window
-the engine gets --drain more seconds; requests still unfinished then are counted and cancelled.
-Throughput is output tokens (of finished and unfinished requests) per second of the run, which lasts
-at least --duration.
+then calls engine.step(), which admits waiting requests under its token budget (their prompts packed
+into one prefill pass) and decodes one token for every running request. A request's time to first
+token (TTFT) runs from its arrival time to the end of the step that produced its first token, so it
+includes queueing; its time per output token (TPOT) is (last token − first token) / (tokens − 1). After
+the arrival window the engine gets --drain more seconds; requests still unfinished then are counted and
+cancelled. Throughput is output tokens (of finished and unfinished requests) per second of the run,
+which lasts at least --duration.
 
-Before each mode's runs the engine's CUDA graphs are captured for every batch and context bucket,
-and requests of every prompt length the runs will use are prefilled once, so no run pays a one-time
-cost (in an earlier version only a few lengths were, and the first mode paid for the rest).
+Before each mode's runs the engine records its CUDA graphs for every batch bucket and runs bursts of
+requests at the shortest and longest prompt lengths, so no timed run pays a one-time cost. For modes
+compared on equal terms, run each mode in a fresh process (--modes bare, then --modes para --append, ...).
 
 Examples (from the repository root):
-  python benchmarks/engine/trace.py                       # 1.1b, rates 2, 8 and 32 per second, on the GPU
+  python benchmarks/engine/trace.py --modes bare           # 1.1b, 8 to 256 requests per second, on the GPU
   python benchmarks/engine/trace.py --shape tiny --rates 4 16 --duration 2 --drain 3 --adapters 10 \\
       --prompt-tokens 8 32 --output-tokens 4 8 --slots 8 --output /tmp/trace.json   # a quick check anywhere
 """
@@ -44,11 +44,9 @@ from pathlib import Path
 import torch
 
 from measure import Budget, ResultFile, add_output_arguments, free_memory, log, percentile, pick_device
-from models import (PARA_RANK, SHAPES, build_backbone, para_matched_lora_rank, random_lora, randomize_para_adapter,
-                    save_peft_lora)
-from parapeft import BASE_ADAPTER, ParaConfig, get_para_model
-from parapeft.engine import Engine, SamplingParams
-from parapeft.engine.decoder import GraphedStep
+from models import PARA_RANK, SHAPES, build_backbone, para_matched_lora_rank, random_lora_dirs, random_para_tensors
+from parapeft import BASE_ADAPTER, ParaConfig
+from parapeft.engine import Engine, EngineConfig, SamplingParams
 
 MODES = ("bare", "para", "lora")
 
@@ -57,8 +55,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=SHAPES, default="1.1b")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--rates", type=float, nargs="+", default=[2, 8, 32], help="arrivals per second")
-    parser.add_argument("--duration", type=float, default=8, help="seconds of arrivals per run")
+    parser.add_argument("--rates", type=float, nargs="+", default=[8, 32, 64, 128, 256], help="arrivals per second")
+    parser.add_argument("--duration", type=float, default=6, help="seconds of arrivals per run")
     parser.add_argument("--drain", type=float, default=4,
                         help="seconds allowed after the arrival window to finish the requests")
     parser.add_argument("--adapters", type=int, default=100, help="adapters per mode (PARA or LoRA)")
@@ -67,9 +65,12 @@ def parse_args() -> argparse.Namespace:
                         help="prompt length, uniform in [MIN, MAX]")
     parser.add_argument("--output-tokens", type=int, nargs=2, default=[16, 128], metavar=("MIN", "MAX"),
                         help="output length, uniform in [MIN, MAX]")
-    parser.add_argument("--slots", type=int, default=64, help="the engine's KV-cache slots (largest decoding batch)")
+    parser.add_argument("--slots", "--max-seqs", dest="slots", type=int, default=256,
+                        help="sequences decoding at once (the largest decoding batch)")
+    parser.add_argument("--kv-memory", type=float, default=0.5, help="fraction of free GPU memory for the KV cache")
+    parser.add_argument("--max-step-tokens", type=int, default=8192, help="tokens per engine step")
     parser.add_argument("--device-adapters", type=int, default=64,
-                        help="PARA adapters the engine keeps attached on the device (the rest wait in CPU memory)")
+                        help="adapters of each kind resident on the device (the rest wait in CPU memory)")
     parser.add_argument("--lora-rank", type=int, default=None, help="default: the rank with PARA's parameter count")
     parser.add_argument("--seed", type=int, default=0)
     add_output_arguments(parser, Path(__file__).with_name("trace.json"), budget_s=175)
@@ -97,38 +98,21 @@ def workload(args, rate: float, vocab: int) -> list[Arrival]:
     return arrivals
 
 
-def capture_graphs(engine: Engine) -> int:
-    """Record the engine's CUDA graphs for every (batch bucket, context bucket) before timing anything.
-
-    Graphs are otherwise recorded the first time a bucket occurs, which would put a one-time stall
-    into the trace. Decoding into empty slots at position 0 leaves no trace once requests arrive.
-    """
-    step = getattr(engine, "_decode", None)
-    if not isinstance(step, GraphedStep):
-        return 0
-    device = engine.decoder.keys.device
-    for rows in step.buckets:
-        for length in step.lengths:
-            slots = torch.arange(rows, device=device)
-            zeros = torch.zeros(rows, dtype=torch.long, device=device)
-            step(slots, zeros, zeros, length=length)
-    torch.cuda.synchronize()
-    return len(step.graphs)
-
-
-def warm_up(engine: Engine, adapter_name, args, lengths: set[int]) -> None:
-    """Requests through prefill, decoding and sampling before any timing: a few full ones, then one
-    one-token request per prompt length the runs will use. Eager prefill pays one-time costs for each new
-    sequence length (kernel selection, allocator growth); without this, whichever mode ran first would
-    pay them inside its timed runs and the modes would not be comparable."""
+def warm_up(engine: Engine, adapter_name, args) -> int:
+    """Before any timing: the decoding step's CUDA graphs for every batch bucket (with and without PARA or
+    LoRA rows), then bursts of requests through packed prefill, decoding and sampling at the shortest and
+    longest prompt lengths, so Triton's kernels are compiled and the allocator has grown. The engine's own
+    prefill runs no per-length compilation, so a few lengths stand for all of them. Returns the graphs."""
+    graphs = engine.capture_graphs(para=engine.para.names() != [], lora=engine.lora.names() != [])
     rng = random.Random(-1)
-    for index, length in enumerate((args.prompt_tokens[0], args.prompt_tokens[1], args.prompt_tokens[0])):
-        prompt = [rng.randrange(3, 100) for _ in range(length)]
-        engine.submit(prompt, adapter_name(index), SamplingParams(max_tokens=args.output_tokens[0], ignore_eos=True))
-    for index, length in enumerate(sorted(lengths)):
-        prompt = [rng.randrange(3, 100) for _ in range(length)]
-        engine.submit(prompt, adapter_name(index % args.adapters), SamplingParams(max_tokens=1, ignore_eos=True))
-    engine.run_until_done()
+    for burst in range(3):
+        for index in range(min(32, args.slots)):
+            length = args.prompt_tokens[index % 2]
+            prompt = [rng.randrange(3, 100) for _ in range(length)]
+            engine.submit(prompt, adapter_name((burst * 32 + index) % args.adapters),
+                          SamplingParams(max_tokens=args.output_tokens[0], ignore_eos=True))
+        engine.run_until_done()
+    return graphs
 
 
 def replay(engine: Engine, arrivals: list[Arrival], adapter_name, args) -> dict:
@@ -187,39 +171,21 @@ def replay(engine: Engine, arrivals: list[Arrival], adapter_name, args) -> dict:
             "peak_tokens_per_step": max(tokens_per_step, default=0)}
 
 
-def prepare_para_adapters(para, count: int, directory: Path) -> list[Path]:
-    """Save ``count`` random PARA adapters (one attached at a time, so the device holds only the engine's)."""
-    paths = []
-    for index in range(count):
-        name = f"p{index}"
-        if index:
-            para.add_adapter(name, ParaConfig(r=PARA_RANK))
-        randomize_para_adapter(para, name, seed=index)
-        paths.append(directory / name)
-        para.save_pretrained(paths[-1], adapter_name=name)
-        if index:
-            para.delete_adapter(name)
-    return paths
-
-
-def build_engine(mode: str, para, model, args, lora_rank: int, max_len: int, directory: Path, budget: Budget):
+def build_engine(mode: str, model, args, lora_rank: int, max_len: int, directory: Path, budget: Budget):
     """The engine for ``mode`` with its adapters registered, and the adapter name of a popularity rank."""
+    config = EngineConfig(max_len=max_len, max_seqs=args.slots, kv_memory=args.kv_memory,
+                          max_step_tokens=args.max_step_tokens, device_adapters=args.device_adapters,
+                          lora_rank=lora_rank if mode == "lora" else 0)
+    engine = Engine(model, config)
     if mode == "para":
-        log(budget, f"para: writing {args.adapters} random PARA adapters (r={PARA_RANK}) to register them")
-        paths = prepare_para_adapters(para, args.adapters, directory / "para")
-    engine = Engine(para, slots=args.slots, max_len=max_len, device_adapters=args.device_adapters,
-                    lora_rank=lora_rank if mode == "lora" else 0)
-    if mode == "para":
-        for index, path in enumerate(paths):
-            if f"p{index}" not in engine.adapters:  # p0 came attached to the model
-                engine.adapters.register(f"p{index}", path)
+        log(budget, f"para: registering {args.adapters} random PARA adapters (r={PARA_RANK})")
+        for index in range(args.adapters):
+            engine.add_adapter(f"p{index}", ParaConfig(r=PARA_RANK), random_para_tensors(engine, PARA_RANK, index))
         return engine, lambda k: f"p{k}"
     if mode == "lora":
         log(budget, f"lora: writing {args.adapters} random LoRA adapters (r={lora_rank}, q and v) to register them")
-        dtype = model.get_input_embeddings().weight.dtype
-        for index in range(args.adapters):
-            lora = random_lora(model.config, lora_rank, seed=10_000 + index, device="cpu", dtype=dtype)
-            engine.register_lora(f"l{index}", save_peft_lora(directory / "lora" / f"l{index}", lora, lora_rank))
+        for index, path in enumerate(random_lora_dirs(model, lora_rank, args.adapters, directory / "lora")):
+            engine.load_adapter(f"l{index}", path)
         return engine, lambda k: f"l{k}"
     return engine, lambda k: BASE_ADAPTER
 
@@ -232,12 +198,12 @@ def main() -> None:
     log(budget, f"building the {args.shape} backbone (random weights, {str(dtype).replace('torch.', '')}) on {device}")
     model = build_backbone(args.shape, device, dtype)
     lora_rank = args.lora_rank or para_matched_lora_rank(model)
-    para = get_para_model(model, ParaConfig(r=PARA_RANK), adapter_name="p0").eval()
     settings = {"shape": args.shape, "rates_rps": args.rates, "duration_s": args.duration, "drain_s": args.drain,
                 "adapters": args.adapters, "zipf_s": args.zipf,
                 "prompt_tokens": f"uniform integer in [{args.prompt_tokens[0]}, {args.prompt_tokens[1]}]",
                 "output_tokens": f"uniform integer in [{args.output_tokens[0]}, {args.output_tokens[1]}], eos ignored",
-                "arrivals": "Poisson", "sampling": "greedy", "slots": args.slots, "max_len": max_len,
+                "arrivals": "Poisson", "sampling": "greedy", "max_seqs": args.slots, "max_len": max_len,
+                "kv_memory": args.kv_memory, "max_step_tokens": args.max_step_tokens,
                 "device_adapters": args.device_adapters, "para_rank": PARA_RANK, "lora_rank": lora_rank,
                 "seed": args.seed, "dtype": str(dtype).replace("torch.", ""),
                 "throughput": "output tokens / max(run duration, time of the last step)"}
@@ -246,26 +212,26 @@ def main() -> None:
     rows: list[dict] = []
     workloads = {rate: workload(args, rate, model.config.vocab_size) for rate in args.rates}
     with tempfile.TemporaryDirectory(prefix="para-trace-") as tmp:
-        for mode in [m for m in ("bare", "lora", "para") if m in args.modes]:  # para last: its engine evicts adapters
+        for mode in [m for m in MODES if m in args.modes]:
             if budget.exhausted():
                 log(budget, f"budget of {args.budget_s:.0f} s used up: skipping {mode}")
                 continue
             engine = None
             try:
-                engine, adapter_name = build_engine(mode, para, model, args, lora_rank, max_len, Path(tmp), budget)
-                graphs = capture_graphs(engine)
-                warm_up(engine, adapter_name, args, {len(a.prompt) for w in workloads.values() for a in w})
-                log(budget, f"{mode}: engine ready ({graphs} CUDA graphs recorded)")
+                engine, adapter_name = build_engine(mode, model, args, lora_rank, max_len, Path(tmp), budget)
+                graphs = warm_up(engine, adapter_name, args)
+                log(budget, f"{mode}: engine ready ({graphs} CUDA graphs recorded, KV cache {engine.cache.tokens} "
+                            f"tokens)")
                 for rate in args.rates:
                     if budget.exhausted():
                         log(budget, f"budget of {args.budget_s:.0f} s used up: skipping {mode} at {rate}/s")
                         continue
-                    loads = engine.adapters.loads
+                    loads, preemptions = engine.para.loads + engine.lora.loads, engine.scheduler.preemptions
                     figures = replay(engine, workloads[rate], adapter_name, args)
                     row = {"shape": args.shape, "mode": mode, "rate_rps": rate, **figures,
                            "offered_tok_s": round(sum(a.output_tokens for a in workloads[rate]) / args.duration, 1)}
-                    if mode == "para":
-                        row["adapter_loads"] = engine.adapters.loads - loads
+                    row["adapter_loads"] = engine.para.loads + engine.lora.loads - loads
+                    row["preemptions"] = engine.scheduler.preemptions - preemptions
                     if mode == "lora":
                         row["lora_rank"] = lora_rank
                     rows.append(row)

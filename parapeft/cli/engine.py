@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     server.stop(grace=2).wait()
     service.close()
     _say("engine stopped")
-    return 0
+    # Leave at once: the interpreter's teardown (thread pools joined at exit, CUDA and Triton state) can take
+    # seconds on a loaded machine, and a worker whose parent died must not linger.
+    os._exit(0)
 
 
 def _watch_parent(parent: int, stopped: threading.Event) -> None:

@@ -31,7 +31,11 @@ class PrefillBatch:
     offsets: torch.Tensor  # [T] offset inside the block
     rows: torch.Tensor  # [P]
     last_index: torch.Tensor  # [P] packed index of each prompt's last token
-    groups: list[AttentionGroup]
+    starts: torch.Tensor  # [P] packed index of each prompt's first token
+    lengths: torch.Tensor  # [P]
+    tables: torch.Tensor  # [P, max blocks] the prompts' block tables
+    tiles: torch.Tensor  # [n, 2] (prompt, first position) of each query tile of the Triton attention kernel
+    groups: list[AttentionGroup]  # prompts padded together for the PyTorch attention
     para: bool = False  # some prompt has a PARA adapter
     lora: bool = False
     decode: bool = False
@@ -69,9 +73,15 @@ def attention_groups(lengths: list[int], starts: list[int], device: torch.device
     return groups
 
 
-def build_prefill(sequences: list[tuple[int, list[int], int]], cache: PagedKVCache,
-                  device: torch.device) -> PrefillBatch:
-    """``sequences``: (row, token ids, pooled length) per prompt, longest first. Block tables must be flushed."""
+def prefill_tiles(lengths: list[int], size: int = 64) -> list[tuple[int, int]]:
+    """(prompt, first position) of every tile of ``size`` query positions (the Triton kernel's BLOCK_M)."""
+    return [(prompt, first) for prompt, length in enumerate(lengths) for first in range(0, length, size)]
+
+
+def build_prefill(sequences: list[tuple[int, list[int], int]], cache: PagedKVCache, device: torch.device,
+                  fused: bool = False) -> PrefillBatch:
+    """``sequences``: (row, token ids, pooled length) per prompt, longest first. Block tables must be flushed.
+    ``fused``: the Triton attention kernel runs the pass (tiles), else PyTorch's SDPA (padded groups)."""
     lengths = [len(tokens) for _, tokens, _ in sequences]
     starts = [sum(lengths[:i]) for i in range(len(lengths))]
     total = sum(lengths)
@@ -87,4 +97,7 @@ def build_prefill(sequences: list[tuple[int, list[int], int]], cache: PagedKVCac
         rows_host=[row for row, _, _ in sequences], lengths_host=lengths, starts_host=starts,
         pool_lens_host=[pool for _, _, pool in sequences], token_ids=ids, positions=positions,
         token_rows=token_rows, blocks=blocks, offsets=positions % cache.block_size, rows=rows,
-        last_index=start_tensor + length_tensor - 1, groups=attention_groups(lengths, starts, device))
+        last_index=start_tensor + length_tensor - 1, starts=start_tensor, lengths=length_tensor,
+        tables=cache.block_tables.index_select(0, rows),
+        tiles=torch.tensor(prefill_tiles(lengths), dtype=torch.int32).to(device),
+        groups=attention_groups(lengths, starts, device) if not fused else [])

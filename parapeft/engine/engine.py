@@ -73,6 +73,7 @@ class Engine:
                                  config.device_adapters, config.max_seqs, dtype, self.device)
         self.kinds: list[RowAdapters] = [self.para, self.lora]
         self.executor = Executor(backbone, config, lambda *shape: PagedKVCache(config, *shape), self.kinds)
+        self.para.fused = self.lora.fused = self.executor.ops.name == "triton"
         self.cache = self.executor.cache
         self.vocab = self.executor.vocab
         self.blocks = BlockManager(self.cache.num_blocks, config.block_size)
@@ -247,7 +248,8 @@ class Engine:
         return touched
 
     def _prefill(self, ordered: list[Request]):
-        batch = build_prefill([(r.row, r.prefill_tokens(), len(r.prompt)) for r in ordered], self.cache, self.device)
+        batch = build_prefill([(r.row, r.prefill_tokens(), len(r.prompt)) for r in ordered], self.cache, self.device,
+                              fused=self.executor.ops.name == "triton")
         rows_host = batch.rows_host
         for kind in self.kinds:
             names = [r.adapter if r.kind == kind.kind else None for r in ordered]

@@ -95,9 +95,8 @@ class Executor:
         cache = self.cache
 
         def attend(index: int, q: torch.Tensor) -> torch.Tensor:
-            k = cache.keys[index][batch.blocks, :, batch.offsets]  # [T, KV, hd], rotated, as written
-            v = cache.values[index][batch.blocks, :, batch.offsets]
-            return self.ops.prefill_attention(q, k, v, batch.groups, self.layers[index].scaling)
+            return self.ops.prefill_attention(q, cache.keys[index], cache.values[index], batch,
+                                              self.layers[index].scaling)
 
         hidden = self._layers(batch.token_ids, batch.positions, batch.blocks, batch.offsets, batch.token_rows,
                               batch, attend)
@@ -112,6 +111,7 @@ class Executor:
         graphs capture it per batch size with ``max_blocks`` None: attention reads up to each row's length).
         """
         cache, rows = self.cache, batch.rows
+        batch.extras.clear()  # what the adapters derive from the rows is derived again (and captured) every step
         positions = cache.seq_lens.index_select(0, rows).long()
         tables = cache.block_tables.index_select(0, rows)
         blocks = tables.gather(1, (positions // cache.block_size).unsqueeze(1))[:, 0].long()
@@ -126,7 +126,7 @@ class Executor:
         tokens = cache.last_tokens.index_select(0, rows)
         hidden = self._layers(tokens, positions, blocks, offsets, rows, batch, attend)
         cache.seq_lens.index_copy_(0, rows, context)
-        cache.seq_lens[cache.scratch_row] = 0  # padding rows never advance
+        cache.seq_lens.narrow(0, cache.scratch_row, 1).zero_()  # padding rows never advance (a kernel, no copy)
         return self._logits(hidden)
 
     # ---------------------------------------------------------------- layers

@@ -140,7 +140,8 @@ class Sampler:
             ordered = ordered.masked_fill(drop, float("-inf"))
             probs = torch.softmax(ordered, dim=-1)
             # top-p keeps the smallest set of most likely tokens whose mass reaches p (always the first)
-            drop = (probs.cumsum(-1) - probs) >= self.top_p[rows].unsqueeze(1)
+            top_p = self.top_p[rows].unsqueeze(1)
+            drop = ((probs.cumsum(-1) - probs) >= top_p) & (top_p < 1)  # p = 1 keeps all, whatever the rounding
             ordered = ordered.masked_fill(drop, float("-inf"))
             scores = torch.empty_like(scores).scatter_(1, order, ordered)
         return scores

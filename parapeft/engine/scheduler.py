@@ -41,19 +41,22 @@ class Scheduler:
 
     def schedule(self) -> Plan:
         plan = Plan()
+        size = self.blocks.block_size
         for request in list(self.running):
-            if request not in self.running:  # preempted for an older sequence in this loop
+            if request.row is None:  # preempted for an older sequence in this loop
                 continue
             needed = request.cached_tokens + 1  # room for the token this step writes
-            while not self.blocks.can_hold(needed, len(request.blocks)):
-                victim = self.running[-1]
-                self._preempt(victim)
-                plan.preempted.append(victim)
-                if victim is request:
-                    break
-            if request in self.running:
+            if needed > len(request.blocks) * size:  # crosses into a new block (once every block_size steps)
+                while not self.blocks.can_hold(needed, len(request.blocks)):
+                    victim = self.running[-1]
+                    self._preempt(victim)
+                    plan.preempted.append(victim)
+                    if victim is request:
+                        break
+                if request.row is None:
+                    continue
                 self.cache.note_blocks(request.row, self.blocks.grow(request.blocks, needed))
-                plan.decode.append(request)
+            plan.decode.append(request)
         budget = self.config.max_step_tokens - len(plan.decode)
         while self.waiting and self.free_rows:
             request = self.waiting[0]

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ...adapter_io import AdapterLoadError
-from .base import RowAdapters
+from .base import RowAdapters, host_copy
 
 MODULES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
            "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
@@ -92,6 +92,7 @@ def read_lora(directory: str | Path, shapes: dict[str, tuple[int, int]], layers:
 @dataclass
 class _PrefillState:
     segments: list[tuple[int, int, int]]  # (first token, end token, slot) of each LoRA prompt
+    tiles: torch.Tensor | None = None  # the Triton kernels' tiles of the same tokens
 
 
 class LoraAdapters(RowAdapters):
@@ -109,6 +110,7 @@ class LoraAdapters(RowAdapters):
         self.none_slot = capacity
         self.row_slot = torch.full((rows + 1,), capacity, dtype=torch.int64, device=device)
         self.version = 0  # bumped when the tables are reallocated (captured CUDA graphs hold their addresses)
+        self.fused = False  # the products run through the Triton kernels (set by the engine with its ops)
 
     def register(self, name: str, directory) -> None:
         if not self.max_rank:
@@ -117,6 +119,8 @@ class LoraAdapters(RowAdapters):
         if entry.rank > self.max_rank:
             raise AdapterLoadError(f"LoRA adapter {name!r} has rank {entry.rank}, above the engine's maximum "
                                    f"{self.max_rank}")
+        entry.weights = {t: (host_copy(a.to(self.dtype), self.device), host_copy(b.to(self.dtype), self.device))
+                         for t, (a, b) in entry.weights.items()}
         self._add(name, entry)
 
     def info(self, name: str) -> dict:
@@ -148,8 +152,8 @@ class LoraAdapters(RowAdapters):
             self.b[target][:, slot].zero_()
             if target in entry.weights:
                 a, b = entry.weights[target]
-                self.a[target][:, slot, :entry.rank] = a.to(self.device, self.dtype)
-                self.b[target][:, slot, :, :entry.rank] = b.to(self.device, self.dtype)
+                self.a[target][:, slot, :entry.rank] = a.to(self.device, non_blocking=True)
+                self.b[target][:, slot, :, :entry.rank] = b.to(self.device, non_blocking=True)
 
     # ------------------------------------------------------------ rows
     def assign_rows(self, rows: list[int], names: list[str | None]) -> None:
@@ -164,13 +168,26 @@ class LoraAdapters(RowAdapters):
         if not chosen:
             return
         slots = self.acquire([names[i] for i in chosen])
-        batch.extras[self.kind] = _PrefillState([
-            (batch.starts_host[i], batch.starts_host[i] + batch.lengths_host[i], slot) for i, slot in zip(chosen, slots)])
+        segments = [(batch.starts_host[i], batch.starts_host[i] + batch.lengths_host[i], slot)
+                    for i, slot in zip(chosen, slots)]
+        tiles = None
+        if self.fused:
+            from ..kernels.lora_sgmv import lora_tiles
+
+            tiles = torch.tensor(lora_tiles(segments), dtype=torch.int32).to(self.device)
+        batch.extras[self.kind] = _PrefillState(segments, tiles)
 
     def add_delta(self, layer: int, target: str, x: torch.Tensor, out: torch.Tensor, batch) -> None:
         if target not in self.a:
             return
         a, b = self.a[target][layer], self.b[target][layer]
+        if self.fused:
+            from ..kernels.lora_sgmv import lora_add
+
+            tiles = self._decode_tiles(batch) if batch.decode else getattr(batch.extras.get(self.kind), "tiles", None)
+            if tiles is not None:
+                lora_add(x, a, b, tiles, out)
+            return
         if batch.decode:
             if not batch.lora:
                 return
@@ -181,3 +198,14 @@ class LoraAdapters(RowAdapters):
         state: _PrefillState | None = batch.extras.get(self.kind)
         for start, end, slot in state.segments if state else ():
             out[start:end] += (x[start:end] @ a[slot].T) @ b[slot].T
+
+    def _decode_tiles(self, batch) -> torch.Tensor | None:
+        """One tile per decoding row (its adapter's slot, or the zero slot), made once per step on the device."""
+        if not batch.lora:
+            return None
+        if self.kind not in batch.extras:
+            rows = batch.rows
+            batch.extras[self.kind] = torch.stack([torch.arange(rows.shape[0], device=rows.device),
+                                                   torch.ones_like(rows), self.row_slot.index_select(0, rows)],
+                                                  dim=1).to(torch.int32)
+        return batch.extras[self.kind]

@@ -18,7 +18,11 @@ from ...adapter_io import AdapterLoadError, check_compatible, load_weights
 from ...config import TARGETS, ParaConfig
 from ...generator import ACTIVATION_FUNCTIONS
 from ...model import adapter_shapes, read_adapter_config
-from .base import RowAdapters
+from .base import RowAdapters, host_copy
+
+# The Triton generator kernels' codes (kernels/para_generator.py); attention pooling runs in PyTorch.
+POOLER_CODES = {"mean": 0, "last": 1, "max": 2}
+ACTIVATION_CODES = {"silu": 0, "gelu": 1, "relu": 2}
 
 
 @dataclass
@@ -32,14 +36,19 @@ class _HostAdapter:
 
 @dataclass
 class _PrefillState:
-    rows: torch.Tensor  # [P'] the PARA prompts' sequence rows
-    slots: torch.Tensor  # [P'] their adapters' device slots
-    pool_tokens: torch.Tensor  # [N] packed indices of the positions each PARA prompt pools over
-    pool_segment: torch.Tensor  # [N] which PARA prompt each of them belongs to
-    counts: torch.Tensor  # [P', 1] how many positions each prompt pools over
-    last: torch.Tensor  # [P'] the packed index of each prompt's last pooled position
-    poolers: dict[str, torch.Tensor | None]  # pooler -> [P', 1] rows using it (None: every row)
+    """Every prompt of the pass runs the generator (a prompt without a PARA adapter reads the all-zero slot,
+    so its multipliers come out exactly 1): no per-layer selection of tokens or prompts."""
+
+    rows: torch.Tensor  # [P] the prompts' sequence rows
+    slots: torch.Tensor  # [P] their adapters' device slots (``capacity``: none)
+    segment: torch.Tensor  # [T] which prompt each packed token belongs to
+    pooled: torch.Tensor | None  # [T, 1] whether a token is pooled (None: all are; after a preemption not)
+    counts: torch.Tensor  # [P, 1] how many positions each prompt pools over
+    last: torch.Tensor  # [P] the packed index of each prompt's last pooled position
+    poolers: dict[str, torch.Tensor | None]  # pooler -> [P, 1] prompts using it (None: every prompt)
     activations: dict[str, torch.Tensor | None]
+    # The Triton generator kernels' per-prompt inputs, when they serve this pass (no attention pooling)
+    kernel: dict[str, torch.Tensor] | None = None
 
 
 class ParaAdapters(RowAdapters):
@@ -51,11 +60,17 @@ class ParaAdapters(RowAdapters):
         self.model_type, self.dims, self.dtype, self.device = model_type, dims, dtype, device
         self.widths = {t: dims[t] for t in TARGETS}
         layers = dims["num_layers"]
-        # Per-row multipliers 1 + l of every layer, read by row in prefill and decoding; row `rows` is scratch.
-        self.scale_buffers = {t: torch.ones(layers, rows + 1, w, dtype=dtype, device=device)
-                              for t, w in self.widths.items()}
+        # Per-row multipliers 1 + l of every layer, q, v and up side by side, read by row in prefill and
+        # decoding (the kernels take each target's slice); row `rows` is scratch.
+        self.multipliers = torch.ones(layers, rows + 1, sum(self.widths.values()), dtype=dtype, device=device)
+        self.scale_buffers, offset = {}, 0
+        for target, width in self.widths.items():
+            self.scale_buffers[target] = self.multipliers[:, :, offset:offset + width]
+            offset += width
         self.rank = 0  # the stacked tables' bottleneck width (the largest rank resident so far)
         self.down = self.up = self.scorer = None
+        self.none_slot = capacity  # all zeros: prompts without a PARA adapter in a pass that has some
+        self.fused = False  # the generators run through the Triton kernels (set by the engine with its ops)
         self.slot_pooler: list[str | None] = [None] * capacity
         self.slot_activation: list[str | None] = [None] * capacity
 
@@ -94,7 +109,8 @@ class ParaAdapters(RowAdapters):
                 target_offset += width
             if scorer is not None:
                 scorer[index] = tensors[f"layers.{index}.scorer"].float()
-        return _HostAdapter(config, {k: v.detach().cpu() for k, v in tensors.items()}, down, up, scorer)
+        return _HostAdapter(config, {k: v.detach().cpu() for k, v in tensors.items()}, host_copy(down, self.device),
+                            host_copy(up, self.device), None if scorer is None else host_copy(scorer, self.device))
 
     def info(self, name: str) -> dict:
         entry = self.host[name]
@@ -110,13 +126,13 @@ class ParaAdapters(RowAdapters):
         layers, hidden = self.dims["num_layers"], self.dims["hidden"]
         total = sum(self.widths.values())
         f32 = dict(dtype=torch.float32, device=self.device)
-        down = torch.zeros(layers, self.capacity, rank, hidden, **f32)
-        up = torch.zeros(layers, self.capacity, total, rank, **f32)
+        down = torch.zeros(layers, self.capacity + 1, rank, hidden, **f32)
+        up = torch.zeros(layers, self.capacity + 1, total, rank, **f32)
         if self.down is not None:
             down[:, :, :self.rank] = self.down
             up[..., :self.rank] = self.up
         else:
-            self.scorer = torch.zeros(layers, self.capacity, hidden, **f32)
+            self.scorer = torch.zeros(layers, self.capacity + 1, hidden, **f32)
         self.down, self.up, self.rank = down, up, rank
 
     def _load(self, name: str, slot: int) -> None:
@@ -124,10 +140,10 @@ class ParaAdapters(RowAdapters):
         self._tables(entry.config.r)
         r = entry.config.r
         self.down[:, slot].zero_()
-        self.down[:, slot, :r] = entry.down.to(self.device)
+        self.down[:, slot, :r] = entry.down.to(self.device, non_blocking=True)
         self.up[:, slot].zero_()
-        self.up[:, slot, :, :r] = entry.up.to(self.device)
-        self.scorer[:, slot] = 0 if entry.scorer is None else entry.scorer.to(self.device)
+        self.up[:, slot, :, :r] = entry.up.to(self.device, non_blocking=True)
+        self.scorer[:, slot] = 0 if entry.scorer is None else entry.scorer.to(self.device, non_blocking=True)
         self.slot_pooler[slot], self.slot_activation[slot] = entry.config.pooler, entry.config.activation
 
     # ------------------------------------------------------------ rows
@@ -136,86 +152,102 @@ class ParaAdapters(RowAdapters):
         super().assign_rows(rows, names)
         plain = [row for row, name in zip(rows, names) if name is None]
         if plain:
-            index = torch.tensor(plain, device=self.device)
-            for buffer in self.scale_buffers.values():
-                buffer[:, index] = 1.0
+            self.multipliers[:, torch.tensor(plain, device=self.device)] = 1.0
 
     # ------------------------------------------------------------ prefill
     def prepare_prefill(self, batch, names: list[str | None]) -> None:
-        chosen = [i for i, name in enumerate(names) if name is not None]
         batch.extras.pop(self.kind, None)
+        chosen = [name for name in names if name is not None]
         if not chosen:
             return
-        slots = self.acquire([names[i] for i in chosen])
-        pooled_positions, segments, last = [], [], []
-        for segment, prompt in enumerate(chosen):
-            start, pool = batch.starts_host[prompt], batch.pool_lens_host[prompt]
-            pooled_positions.append(torch.arange(start, start + pool))
-            segments.append(torch.full((pool,), segment))
-            last.append(start + pool - 1)
+        resident = dict(zip(chosen, self.acquire(chosen)))
+        slots = [resident[name] if name is not None else self.none_slot for name in names]
         device = self.device
 
-        def groups(values: list[str]) -> dict[str, torch.Tensor | None]:
-            kinds = sorted(set(values))
+        def groups(per_slot: list[str | None]) -> dict[str, torch.Tensor | None]:
+            values = [per_slot[slot] if slot != self.none_slot else None for slot in slots]
+            kinds = sorted({v for v in values if v is not None})
+            values = [v if v is not None else kinds[0] for v in values]  # the zero slot gives 0 under any kind
             if len(kinds) == 1:
                 return {kinds[0]: None}
             return {k: torch.tensor([v == k for v in values], device=device).unsqueeze(1) for k in kinds}
 
-        counts = [batch.pool_lens_host[i] for i in chosen]
+        pools, lengths = batch.pool_lens_host, batch.lengths_host
+        segment = torch.repeat_interleave(torch.arange(len(names), device=device), batch.lengths,
+                                          output_size=batch.tokens)
+        pooled = None
+        if pools != lengths:  # re-run tokens after a preemption: only each prompt's own positions are pooled
+            pool_tensor = torch.tensor(pools, device=device)
+            pooled = (batch.positions < pool_tensor.index_select(0, segment)).unsqueeze(1)
+        slot_tensor = torch.tensor(slots, device=device)
+        kinds = {self.slot_pooler[s] for s in slots if s != self.none_slot}
+        kernel = None
+        if self.fused and kinds <= set(POOLER_CODES):
+            def codes(per_slot, table):
+                return torch.tensor([table[per_slot[s]] if s != self.none_slot else 0 for s in slots], device=device)
+
+            kernel = {"starts": batch.starts, "pooled": torch.tensor(pools, device=device),
+                      "poolers": codes(self.slot_pooler, POOLER_CODES),
+                      "activations": codes(self.slot_activation, ACTIVATION_CODES), "slots": slot_tensor}
         batch.extras[self.kind] = _PrefillState(
-            rows=torch.tensor([batch.rows_host[i] for i in chosen], device=device),
-            slots=torch.tensor(slots, device=device),
-            pool_tokens=torch.cat(pooled_positions).to(device), pool_segment=torch.cat(segments).to(device),
-            counts=torch.tensor(counts, dtype=torch.float32, device=device).unsqueeze(1),
-            last=torch.tensor(last, device=device),
-            poolers=groups([self.slot_pooler[s] for s in slots]),
-            activations=groups([self.slot_activation[s] for s in slots]))
+            rows=batch.rows, slots=slot_tensor, segment=segment, pooled=pooled,
+            counts=torch.tensor(pools, dtype=torch.float32, device=device).unsqueeze(1),
+            last=torch.tensor([start + pool - 1 for start, pool in zip(batch.starts_host, pools)], device=device),
+            poolers=groups(self.slot_pooler), activations=groups(self.slot_activation), kernel=kernel)
 
     def after_norm(self, layer: int, x: torch.Tensor, batch) -> None:
         state: _PrefillState | None = batch.extras.get(self.kind)
         if state is None:
             return
-        prompts = state.rows.shape[0]
-        points = x.index_select(0, state.pool_tokens).float()  # [N, hidden]
-        pooled = None
-        for kind, rows in state.poolers.items():
-            value = self._pool(kind, layer, x, points, state, prompts)
-            pooled = value if rows is None else torch.where(rows, value, pooled if pooled is not None else value)
-        hidden = torch.bmm(self.down[layer].index_select(0, state.slots), pooled.unsqueeze(2))[:, :, 0]
-        activated = None
-        for kind, rows in state.activations.items():
-            value = ACTIVATION_FUNCTIONS[kind](hidden)
-            activated = value if rows is None else torch.where(rows, value, activated if activated is not None else value)
-        vectors = torch.bmm(self.up[layer].index_select(0, state.slots), activated.unsqueeze(2))[:, :, 0]
-        offset = 0
-        for target, width in self.widths.items():
-            scale = (1.0 + vectors[:, offset:offset + width]).to(self.dtype)
-            self.scale_buffers[target][layer].index_copy_(0, state.rows, scale)
-            offset += width
+        if state.kernel is not None:
+            from ..kernels.para_generator import generate_multipliers
 
-    def _pool(self, kind: str, layer: int, x: torch.Tensor, points: torch.Tensor, state: _PrefillState,
-              prompts: int) -> torch.Tensor:
-        """``pooling.pool`` of every PARA prompt over its own positions, for the packed layout."""
-        segment = state.pool_segment
+            k = state.kernel
+            generate_multipliers(x, k["starts"], k["pooled"], k["poolers"], k["activations"], k["slots"], state.rows,
+                                 self.down[layer], self.up[layer], self.multipliers[layer])
+            return
+        points = x.float()  # [T, hidden]: the generators run in float32, as in ParaModel
+        pooled = None
+        for kind, prompts in state.poolers.items():
+            value = self._pool(kind, layer, x, points, state)
+            pooled = value if prompts is None else torch.where(prompts, value, value if pooled is None else pooled)
+        hidden = torch.bmm(self.down[layer].index_select(0, state.slots), pooled.unsqueeze(2))
+        activated = None
+        for kind, prompts in state.activations.items():
+            value = ACTIVATION_FUNCTIONS[kind](hidden)
+            activated = value if prompts is None else torch.where(prompts.unsqueeze(2), value,
+                                                                   value if activated is None else activated)
+        vectors = torch.bmm(self.up[layer].index_select(0, state.slots), activated)[:, :, 0]
+        self.multipliers[layer].index_copy_(0, state.rows, (1.0 + vectors).to(self.dtype))
+
+    def _pool(self, kind: str, layer: int, x: torch.Tensor, points: torch.Tensor, state: _PrefillState) -> torch.Tensor:
+        """``pooling.pool`` of every prompt over its own pooled positions, for the packed layout."""
+        prompts, width = state.counts.shape[0], points.shape[1]
+        segment, pooled = state.segment, state.pooled
         if kind == "mean":
-            return points.new_zeros(prompts, points.shape[1]).index_add_(0, segment, points) / state.counts
+            summed = points if pooled is None else torch.where(pooled, points, 0.0)
+            return points.new_zeros(prompts, width).index_add_(0, segment, summed) / state.counts
         if kind == "last":
             return x.index_select(0, state.last).float()
         if kind == "max":
-            index = segment.unsqueeze(1).expand_as(points)
-            return points.new_full((prompts, points.shape[1]), float("-inf")).scatter_reduce_(0, index, points, "amax")
+            values = points if pooled is None else torch.where(pooled, points, float("-inf"))
+            index = segment.unsqueeze(1).expand_as(values)
+            return points.new_full((prompts, width), float("-inf")).scatter_reduce_(0, index, values, "amax")
         if kind == "attention":
-            scorer = self.scorer[layer].index_select(0, state.slots)  # [P', hidden]
-            scores = (points * scorer.index_select(0, segment)).sum(dim=1)
+            scorer = self.scorer[layer].index_select(0, state.slots)  # [P, hidden]
+            values = points if pooled is None else torch.where(pooled, points, 0.0)
+            scores = (values * scorer.index_select(0, segment)).sum(dim=1)
+            if pooled is not None:
+                scores = scores.masked_fill(~pooled[:, 0], float("-inf"))
             top = scores.new_full((prompts,), float("-inf")).scatter_reduce_(0, segment, scores, "amax")
             weights = torch.exp(scores - top.index_select(0, segment))
             weights = weights / weights.new_zeros(prompts).index_add_(0, segment, weights).index_select(0, segment)
-            return points.new_zeros(prompts, points.shape[1]).index_add_(0, segment, weights.unsqueeze(1) * points)
+            return points.new_zeros(prompts, width).index_add_(0, segment, weights.unsqueeze(1) * values)
         raise ValueError(f"unknown pooler {kind!r}")
 
     # ------------------------------------------------------------ both passes
     def scales(self, layer: int, batch) -> dict[str, torch.Tensor] | None:
         if not batch.para:
             return None
-        return {t: buffer[layer] for t, buffer in self.scale_buffers.items()}
+        return {t: buffer[layer] for t, buffer in self.scale_buffers.items()}  # [rows, width] slices, by row
 

@@ -92,48 +92,53 @@ def _rotary_cache_kernel(q_ptr, k_ptr, v_ptr, q_stride, k_stride, v_stride, cos_
                          sin_stride, q_scale_ptr, v_scale_ptr, q_scale_stride, v_scale_stride, scale_rows_ptr,
                          slots_ptr, positions_ptr, q_rows_ptr, q_out_ptr, q_out_row_stride, q_out_head_stride,
                          keys_ptr, values_ptr, cache_slot_stride, cache_head_stride, cache_position_stride,
-                         HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_BLOCK: tl.constexpr,
+                         HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEADS_BLOCK: tl.constexpr,
+                         KV_BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_BLOCK: tl.constexpr,
                          SCALE_Q: tl.constexpr, SCALE_V: tl.constexpr):
+    """One program per row (token): every query head, key head and value head of the row at once."""
     row = tl.program_id(0)
-    head = tl.program_id(1)  # 0 .. HEADS-1: a query head; HEADS and above: a key/value head
     half = HEAD_DIM // 2
     d = tl.arange(0, HALF_BLOCK)
-    inside = d < half
-    cos1 = tl.load(cos_ptr + row * cos_stride + d, mask=inside, other=0.0).to(tl.float32)
-    cos2 = tl.load(cos_ptr + row * cos_stride + half + d, mask=inside, other=0.0).to(tl.float32)
-    sin1 = tl.load(sin_ptr + row * sin_stride + d, mask=inside, other=0.0).to(tl.float32)
-    sin2 = tl.load(sin_ptr + row * sin_stride + half + d, mask=inside, other=0.0).to(tl.float32)
-    if head < HEADS:
-        source = q_ptr + row * q_stride + head * HEAD_DIM
-        x1 = tl.load(source + d, mask=inside, other=0.0).to(tl.float32)
-        x2 = tl.load(source + half + d, mask=inside, other=0.0).to(tl.float32)
-        if SCALE_Q:  # PARA: the query is scaled before the rotary embedding, as in the eager step
-            scale = q_scale_ptr + tl.load(scale_rows_ptr + row) * q_scale_stride + head * HEAD_DIM
-            x1 = _round(x1 * tl.load(scale + d, mask=inside, other=0.0).to(tl.float32), q_ptr)
-            x2 = _round(x2 * tl.load(scale + half + d, mask=inside, other=0.0).to(tl.float32), q_ptr)
-        out1, out2 = _rotate(x1, x2, cos1, cos2, sin1, sin2, q_out_ptr)
-        target = q_out_ptr + tl.load(q_rows_ptr + row) * q_out_row_stride + head * q_out_head_stride
-        tl.store(target + d, out1.to(q_out_ptr.dtype.element_ty), mask=inside)
-        tl.store(target + half + d, out2.to(q_out_ptr.dtype.element_ty), mask=inside)
-    else:
-        kv_head = head - HEADS
-        cache = (tl.load(slots_ptr + row) * cache_slot_stride + kv_head * cache_head_stride
-                 + tl.load(positions_ptr + row) * cache_position_stride)
-        source = k_ptr + row * k_stride + kv_head * HEAD_DIM
-        x1 = tl.load(source + d, mask=inside, other=0.0).to(tl.float32)
-        x2 = tl.load(source + half + d, mask=inside, other=0.0).to(tl.float32)
-        out1, out2 = _rotate(x1, x2, cos1, cos2, sin1, sin2, keys_ptr)
-        tl.store(keys_ptr + cache + d, out1.to(keys_ptr.dtype.element_ty), mask=inside)
-        tl.store(keys_ptr + cache + half + d, out2.to(keys_ptr.dtype.element_ty), mask=inside)
-        source = v_ptr + row * v_stride + kv_head * HEAD_DIM
-        v1 = tl.load(source + d, mask=inside, other=0.0).to(tl.float32)
-        v2 = tl.load(source + half + d, mask=inside, other=0.0).to(tl.float32)
-        if SCALE_V:
-            scale = v_scale_ptr + tl.load(scale_rows_ptr + row) * v_scale_stride + kv_head * HEAD_DIM
-            v1 = v1 * tl.load(scale + d, mask=inside, other=0.0).to(tl.float32)
-            v2 = v2 * tl.load(scale + half + d, mask=inside, other=0.0).to(tl.float32)
-        tl.store(values_ptr + cache + d, v1.to(values_ptr.dtype.element_ty), mask=inside)
-        tl.store(values_ptr + cache + half + d, v2.to(values_ptr.dtype.element_ty), mask=inside)
+    d_in = d < half
+    cos1 = tl.load(cos_ptr + row * cos_stride + d, mask=d_in, other=0.0).to(tl.float32)[None, :]
+    cos2 = tl.load(cos_ptr + row * cos_stride + half + d, mask=d_in, other=0.0).to(tl.float32)[None, :]
+    sin1 = tl.load(sin_ptr + row * sin_stride + d, mask=d_in, other=0.0).to(tl.float32)[None, :]
+    sin2 = tl.load(sin_ptr + row * sin_stride + half + d, mask=d_in, other=0.0).to(tl.float32)[None, :]
+    if SCALE_Q or SCALE_V:
+        scale_row = tl.load(scale_rows_ptr + row)
+    # queries: [HEADS_BLOCK, HALF_BLOCK] tiles of the two halves of every head
+    h = tl.arange(0, HEADS_BLOCK)
+    q_mask = (h < HEADS)[:, None] & d_in[None, :]
+    offsets = h[:, None] * HEAD_DIM + d[None, :]
+    x1 = tl.load(q_ptr + row * q_stride + offsets, mask=q_mask, other=0.0).to(tl.float32)
+    x2 = tl.load(q_ptr + row * q_stride + half + offsets, mask=q_mask, other=0.0).to(tl.float32)
+    if SCALE_Q:  # PARA: the query is scaled before the rotary embedding, as in the eager step
+        scale = q_scale_ptr + scale_row * q_scale_stride
+        x1 = _round(x1 * tl.load(scale + offsets, mask=q_mask, other=0.0).to(tl.float32), q_ptr)
+        x2 = _round(x2 * tl.load(scale + half + offsets, mask=q_mask, other=0.0).to(tl.float32), q_ptr)
+    out1, out2 = _rotate(x1, x2, cos1, cos2, sin1, sin2, q_out_ptr)
+    target = q_out_ptr + tl.load(q_rows_ptr + row) * q_out_row_stride + h[:, None] * q_out_head_stride + d[None, :]
+    tl.store(target, out1.to(q_out_ptr.dtype.element_ty), mask=q_mask)
+    tl.store(target + half, out2.to(q_out_ptr.dtype.element_ty), mask=q_mask)
+    # keys (rotated) and values (scaled) straight into the cache at (slot, head, position)
+    kv = tl.arange(0, KV_BLOCK)
+    kv_mask = (kv < KV_HEADS)[:, None] & d_in[None, :]
+    kv_offsets = kv[:, None] * HEAD_DIM + d[None, :]
+    cache = (tl.load(slots_ptr + row) * cache_slot_stride + kv[:, None] * cache_head_stride
+             + tl.load(positions_ptr + row) * cache_position_stride + d[None, :])
+    x1 = tl.load(k_ptr + row * k_stride + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+    x2 = tl.load(k_ptr + row * k_stride + half + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+    out1, out2 = _rotate(x1, x2, cos1, cos2, sin1, sin2, keys_ptr)
+    tl.store(keys_ptr + cache, out1.to(keys_ptr.dtype.element_ty), mask=kv_mask)
+    tl.store(keys_ptr + cache + half, out2.to(keys_ptr.dtype.element_ty), mask=kv_mask)
+    v1 = tl.load(v_ptr + row * v_stride + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+    v2 = tl.load(v_ptr + row * v_stride + half + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+    if SCALE_V:
+        scale = v_scale_ptr + scale_row * v_scale_stride
+        v1 = v1 * tl.load(scale + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+        v2 = v2 * tl.load(scale + half + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+    tl.store(values_ptr + cache, v1.to(values_ptr.dtype.element_ty), mask=kv_mask)
+    tl.store(values_ptr + cache + half, v2.to(values_ptr.dtype.element_ty), mask=kv_mask)
 
 
 def rotary_to_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -172,13 +177,14 @@ def rotary_to_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torc
     slots, positions, q_rows, scale_rows = (t.contiguous() for t in (slots, positions, q_rows, scale_rows))
     q_scale_arg = q if q_scale is None else q_scale  # a placeholder pointer when the scale is off
     v_scale_arg = v if v_scale is None else v_scale
-    _rotary_cache_kernel[(batch, heads + kv_heads)](
+    _rotary_cache_kernel[(batch,)](
         q, k, v, q.stride(0), k.stride(0), v.stride(0), cos, sin, cos.stride(0), sin.stride(0),
         q_scale_arg, v_scale_arg, q_scale_arg.stride(0), v_scale_arg.stride(0), scale_rows,
         slots, positions, q_rows, q_out, q_out.stride(0), q_out.stride(1),
         keys, values, keys.stride(0), keys.stride(1), keys.stride(2),
-        HEADS=heads, HEAD_DIM=head_dim, HALF_BLOCK=triton.next_power_of_2(head_dim // 2),
-        SCALE_Q=q_scale is not None, SCALE_V=v_scale is not None, num_warps=1)
+        HEADS=heads, KV_HEADS=kv_heads, HEADS_BLOCK=triton.next_power_of_2(heads),
+        KV_BLOCK=triton.next_power_of_2(kv_heads), HEAD_DIM=head_dim, HALF_BLOCK=triton.next_power_of_2(head_dim // 2),
+        SCALE_Q=q_scale is not None, SCALE_V=v_scale is not None, num_warps=4 if heads * head_dim >= 1024 else 1)
     return q_out
 
 

@@ -84,26 +84,26 @@ class TorchOps:
         out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=visible, scale=scale)
         return out.reshape(rows, heads * head_dim)
 
-    def prefill_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: list[AttentionGroup],
+    def prefill_attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, batch,
                           scale: float) -> torch.Tensor:
-        """Causal attention within each prompt of a packed pass: q [T, H, hd], k and v [T, KV, hd] -> [T, H*hd].
+        """Causal attention within each prompt of a packed pass, over the keys and values its tokens just wrote
+        to the cache: q [T, H, hd] -> [T, H*hd].
 
-        Each group is right-padded to its longest prompt and runs one causal SDPA (flash attention on a GPU);
+        Each attention group (``batch.groups``) is right-padded to its longest prompt and runs one causal SDPA;
         right padding never reaches a real position under a causal mask.
         """
         tokens, heads, head_dim = q.shape
-        group_size = heads // k.shape[1]
+        k = keys[batch.blocks, :, batch.offsets]  # [T, KV, hd], rotated, as written
+        v = values[batch.blocks, :, batch.offsets]
         out = q.new_empty(tokens, heads * head_dim)
-        for group in groups:
+        for group in batch.groups:
             prompts, longest = group.pad_index.shape
 
             def padded(x: torch.Tensor) -> torch.Tensor:
                 return x[group.pad_index].transpose(1, 2)  # [prompts, heads, longest, hd]
 
-            keys, vals = padded(k), padded(v)
-            if group_size > 1:
-                keys, vals = keys.repeat_interleave(group_size, dim=1), vals.repeat_interleave(group_size, dim=1)
-            result = F.scaled_dot_product_attention(padded(q), keys, vals, is_causal=True, scale=scale)
+            result = F.scaled_dot_product_attention(padded(q), padded(k), padded(v), is_causal=True, scale=scale,
+                                                    enable_gqa=k.shape[1] != heads)
             flat = result.transpose(1, 2).reshape(prompts * longest, heads * head_dim)
             out[group.start:group.end] = flat.index_select(0, group.out_index)
         return out

@@ -1,8 +1,8 @@
 """The executor's operations through the Triton kernels (``parapeft.engine.kernels``), on a CUDA device.
 
 Same contract and rounding as ``TorchOps``; PARA's multipliers are read by row inside the rotary and
-SiLU-multiply kernels, so a PARA pass launches the kernels of a bare one. Prefill attention stays with
-PyTorch's SDPA (flash attention on a GPU), which ``TorchOps`` already calls.
+SiLU-multiply kernels, so a PARA pass launches the kernels of a bare one. Attention reads the paged cache in
+place in both passes: one query per row while decoding, tiles of each packed prompt while prefilling.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..kernels.paged_attention import paged_decode_attention
+from ..kernels.prefill_attention import paged_prefill_attention
 from ..kernels.triton_ops import rms_norm, rotary_to_cache, silu_mul
 from .torch_ops import TorchOps
 
@@ -43,3 +44,6 @@ class TritonOps(TorchOps):
 
     def decode_attention(self, q, keys, values, tables, context, scale, blocks) -> torch.Tensor:
         return paged_decode_attention(q, keys, values, tables, context, scale)
+
+    def prefill_attention(self, q, keys, values, batch, scale) -> torch.Tensor:
+        return paged_prefill_attention(q, keys, values, batch.tables, batch.starts, batch.lengths, batch.tiles, scale)
