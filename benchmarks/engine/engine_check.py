@@ -56,8 +56,8 @@ def attention_check(heads: int, kv_heads: int, head_dim: int, rows: int = 64, bl
 def run_engine(model, names, prompts, fused: bool, graphs: bool, loras: list[Path], max_tokens: int) -> list:
     engine = Engine(model, max_seqs=len(prompts), max_len=max(len(p) for p in prompts) + max_tokens,
                     fused_kernels=fused, cuda_graphs=graphs, device_adapters=len(names))
-    for index, name in enumerate(sorted({n for n in names if n.startswith("p")})):
-        engine.add_adapter(name, ParaConfig(r=PARA_RANK), random_para_tensors(engine, PARA_RANK, index, scale=0.2))
+    for name in sorted({n for n in names if n.startswith("p")}):  # adapter pK always gets seed K
+        engine.add_adapter(name, ParaConfig(r=PARA_RANK), random_para_tensors(engine, PARA_RANK, int(name[1:]), scale=0.2))
     for index, path in enumerate(loras):
         engine.load_adapter(f"l{index}", path)
     requests = [engine.submit(p, n, SamplingParams(max_tokens=max_tokens, ignore_eos=True, top_logprobs=1))
@@ -88,12 +88,13 @@ def large_check(rows: int = 16, prompt: int = 64, tokens: int = 24) -> dict:
     fused = run_engine(model, names, prompts, True, True, [], tokens)
     eager = run_engine(model, names, prompts, False, False, [], tokens)
     # ParaModel with the same adapters (the engine's random tensors, loaded into generators)
+    engine = Engine(model, max_seqs=1, max_len=prompt + tokens, cuda_graphs=False)  # for the adapters' shapes
+    tensors = [random_para_tensors(engine, PARA_RANK, index, scale=0.2) for index in range(8)]
+    del engine
     para = get_para_model(model, ParaConfig(r=1), adapter_name="initial")
     para.delete_adapter("initial")
-    engine = Engine(model, max_seqs=1, max_len=prompt + tokens, cuda_graphs=False)
     for index in range(8):  # the same random tensors the engines were given
-        tensors = random_para_tensors(engine, PARA_RANK, index, scale=0.2)
-        para.add_adapter_weights(f"p{index}", ParaConfig(r=PARA_RANK), tensors)
+        para.add_adapter_weights(f"p{index}", ParaConfig(r=PARA_RANK), tensors[index])
     para.eval()
     reference = []
     for p, n in zip(prompts, names):

@@ -65,7 +65,9 @@ def parse_args() -> argparse.Namespace:
                         help="prompt length, uniform in [MIN, MAX]")
     parser.add_argument("--output-tokens", type=int, nargs=2, default=[16, 128], metavar=("MIN", "MAX"),
                         help="output length, uniform in [MIN, MAX]")
-    parser.add_argument("--slots", "--max-seqs", dest="slots", type=int, default=256,
+    parser.add_argument("--prefill-wait-ms", type=float, default=15.0,
+                        help="the engine's prefill_wait_ms: new prompts gather this long for one prefill pass")
+    parser.add_argument("--slots", "--max-seqs", dest="slots", type=int, default=512,
                         help="sequences decoding at once (the largest decoding batch)")
     parser.add_argument("--kv-memory", type=float, default=0.5, help="fraction of free GPU memory for the KV cache")
     parser.add_argument("--max-step-tokens", type=int, default=8192, help="tokens per engine step")
@@ -175,6 +177,7 @@ def build_engine(mode: str, model, args, lora_rank: int, max_len: int, directory
     """The engine for ``mode`` with its adapters registered, and the adapter name of a popularity rank."""
     config = EngineConfig(max_len=max_len, max_seqs=args.slots, kv_memory=args.kv_memory,
                           max_step_tokens=args.max_step_tokens, device_adapters=args.device_adapters,
+                          prefill_wait_ms=args.prefill_wait_ms,
                           lora_rank=lora_rank if mode == "lora" else 0)
     engine = Engine(model, config)
     if mode == "para":
@@ -204,6 +207,7 @@ def main() -> None:
                 "output_tokens": f"uniform integer in [{args.output_tokens[0]}, {args.output_tokens[1]}], eos ignored",
                 "arrivals": "Poisson", "sampling": "greedy", "max_seqs": args.slots, "max_len": max_len,
                 "kv_memory": args.kv_memory, "max_step_tokens": args.max_step_tokens,
+                "prefill_wait_ms": args.prefill_wait_ms,
                 "device_adapters": args.device_adapters, "para_rank": PARA_RANK, "lora_rank": lora_rank,
                 "seed": args.seed, "dtype": str(dtype).replace("torch.", ""),
                 "throughput": "output tokens / max(run duration, time of the last step)"}

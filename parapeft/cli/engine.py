@@ -42,6 +42,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-tokens", type=int, default=None, help=helps["kv_tokens"])
     p.add_argument("--max-step-tokens", "--prefill-tokens", dest="max_step_tokens", type=int,
                    default=defaults.max_step_tokens, help=helps["max_step_tokens"])
+    p.add_argument("--prefill-wait-ms", type=float, default=defaults.prefill_wait_ms, help=helps["prefill_wait_ms"])
+    p.add_argument("--prefill-batch-tokens", type=int, default=defaults.prefill_batch_tokens,
+                   help=helps["prefill_batch_tokens"])
     p.add_argument("--device-adapters", type=int, default=defaults.device_adapters, help=helps["device_adapters"])
     p.add_argument("--lora-rank", type=int, default=defaults.lora_rank, help=helps["lora_rank"])
     p.add_argument("--no-fused-kernels", dest="fused_kernels", action="store_const", const=False, default=None,
@@ -56,6 +59,7 @@ def engine_config(args: argparse.Namespace):
 
     return EngineConfig(max_len=args.max_len, max_seqs=args.max_seqs, block_size=args.block_size,
                         kv_memory=args.kv_memory, kv_tokens=args.kv_tokens, max_step_tokens=args.max_step_tokens,
+                        prefill_wait_ms=args.prefill_wait_ms, prefill_batch_tokens=args.prefill_batch_tokens,
                         device_adapters=args.device_adapters, lora_rank=args.lora_rank,
                         fused_kernels=args.fused_kernels, cuda_graphs=args.cuda_graphs, seed=args.seed)
 

@@ -3,7 +3,9 @@
 A step has a token budget (``max_step_tokens``) shared by decoding rows (one token each) and prompt tokens
 prefilled in it. Requests are admitted first come, first served, while the budget, a free row, the free KV
 blocks and the device adapter slots allow; the head of the queue is never skipped, so nothing starves, and
-a prompt longer than what is left still runs when it is the step's only prefill. A running sequence grows
+a prompt longer than what is left still runs when it is the step's only prefill. With ``prefill_wait_ms``
+new prompts may wait a few milliseconds while others decode, so that several share one prefill pass (a pass
+has a fixed cost in launches that a few prompts do not fill). A running sequence grows
 one block at a time; when no block is free the most recently admitted sequence is preempted: its blocks are
 freed and it goes back to the front of the queue, to be prefilled again (its prompt and the tokens it has
 generated; its PARA vectors again from its prompt alone).
@@ -11,6 +13,7 @@ generated; its PARA vectors again from its prompt alone).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -58,6 +61,8 @@ class Scheduler:
                 self.cache.note_blocks(request.row, self.blocks.grow(request.blocks, needed))
             plan.decode.append(request)
         budget = self.config.max_step_tokens - len(plan.decode)
+        if plan.decode and self.waiting and self._let_prompts_gather():
+            return plan
         while self.waiting and self.free_rows:
             request = self.waiting[0]
             length = len(request.prefill_tokens())
@@ -76,6 +81,14 @@ class Scheduler:
             plan.prefill.append(request)
             budget -= length
         return plan
+
+    def _let_prompts_gather(self) -> bool:
+        """Whether to leave the waiting prompts for a later step (``prefill_wait_ms``): the oldest has waited
+        less than that and fewer than ``prefill_batch_tokens`` prompt tokens wait."""
+        wait = self.config.prefill_wait_ms / 1000
+        if not wait or time.monotonic() - self.waiting[0].arrived >= wait:
+            return False
+        return sum(len(r.prompt) for r in self.waiting) < self.config.prefill_batch_tokens
 
     def _preempt(self, request: Request) -> None:
         self.running.remove(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 
 from ..model import BASE_ADAPTER
@@ -27,6 +28,7 @@ class Request:
     error: str | None = None
     seed: int = 0  # the request's random stream (its own seed, or one the engine drew)
     kind: str | None = None  # its adapter's kind ("para", "lora"; None: the bare backbone), fixed at submission
+    arrived: float = field(default_factory=time.monotonic)  # when it was submitted (prefill_wait_ms counts from it)
     # Engine state: the row of the engine's per-sequence tables, the KV blocks, when it was admitted.
     row: int | None = None
     blocks: list[int] = field(default_factory=list)
