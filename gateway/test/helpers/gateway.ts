@@ -84,5 +84,8 @@ export async function readSse(response: Response) {
   return { chunks, errors, done, text };
 }
 
+/** GET /metrics with the operator key (its labels name tenants, so it needs one). */
+export const operatorFetch = (url: string, path: string) => fetch(`${url}${path}`, { headers: { authorization: `Bearer ${OPERATOR_KEY}` } });
+
 /** A response body as loosely typed JSON, for assertions. */
 export const jsonOf = async (response: Response): Promise<any> => response.json();
