@@ -29,11 +29,10 @@ export function metricsRoute(app: FastifyInstance, metrics: GatewayMetrics): voi
       summary: 'Prometheus metrics (operator key)',
       tags: ['operations'],
       security: [{ bearer: [] }],
-      produces: ['text/plain'],
       response: {
         200: { description: 'Prometheus text format', content: { 'text/plain': { schema: z.string() } } },
-        401: errorSchema.describe('Missing or unknown key'),
-        403: errorSchema.describe('A tenant key'),
+        401: { description: 'Missing or unknown key', content: { 'application/json': { schema: errorSchema } } },
+        403: { description: 'A tenant key', content: { 'application/json': { schema: errorSchema } } },
       },
     },
     handler: async (_request, reply) => {
