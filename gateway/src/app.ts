@@ -14,7 +14,7 @@ import { openDatabase } from './db/database.js';
 import { KeyStore } from './db/keys.js';
 import { TenantStore } from './db/tenants.js';
 import { UsageStore } from './db/usage.js';
-import { installErrorHandlers } from './error-handler.js';
+import { installErrorHandlers, routingError } from './error-handler.js';
 import { GenerationService } from './generation.js';
 import { RateLimiter } from './limits.js';
 import { GatewayMetrics } from './metrics.js';
@@ -75,7 +75,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const runner = new ChoiceRunner(new GenerationService(pool, router, metrics, logger), new Accounting(usage, metrics, traffic));
   const auth = new Authenticator(config.operatorKey, keys, tenants);
 
-  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, bodyLimit: config.maxBodyBytes });
+  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, bodyLimit: config.maxBodyBytes, frameworkErrors: routingError });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandlers(app);

@@ -4,7 +4,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { ChatMessage } from '../../workers/proto.js';
 import { completionId, nowSeconds, type OpenAIRouteDeps, prepare, servedModel } from './common.js';
 import type { ChoiceFormat, TokenOut } from './execute.js';
-import { type ChatRequest, chatRequestSchema, chatResponseSchema, type ChatResponse } from './schemas.js';
+import { type ChatRequest, chatRequestSchema, chatResponseSchema, type ChatResponse, generationReply } from './schemas.js';
 import { errorResponses } from '../../openapi.js';
 
 function engineMessages(messages: ChatRequest['messages']): ChatMessage[] {
@@ -23,7 +23,7 @@ export function chatRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): void {
       tags: ['inference'],
       security: [{ bearer: [] }],
       body: chatRequestSchema(deps.maxChoices),
-      response: { 200: chatResponseSchema, ...errorResponses },
+      response: { 200: generationReply(chatResponseSchema), ...errorResponses },
     },
     handler: async (request, reply): Promise<ChatResponse | undefined> => {
       const body = request.body;

@@ -5,7 +5,7 @@ import type { EngineInput } from '../../generation.js';
 import { errorResponses } from '../../openapi.js';
 import { completionId, nowSeconds, type OpenAIRouteDeps, prepare, servedModel } from './common.js';
 import type { ChoiceFormat, TokenOut } from './execute.js';
-import { type CompletionRequest, completionRequestSchema, type CompletionResponse, completionResponseSchema } from './schemas.js';
+import { type CompletionRequest, completionRequestSchema, type CompletionResponse, completionResponseSchema, generationReply } from './schemas.js';
 
 function engineInputs(prompt: CompletionRequest['prompt']): EngineInput[] {
   if (typeof prompt === 'string') return [{ prompt }];
@@ -37,7 +37,7 @@ export function completionRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): v
       tags: ['inference'],
       security: [{ bearer: [] }],
       body: completionRequestSchema(deps.maxChoices),
-      response: { 200: completionResponseSchema, ...errorResponses },
+      response: { 200: generationReply(completionResponseSchema), ...errorResponses },
     },
     handler: async (request, reply): Promise<CompletionResponse | undefined> => {
       const body = request.body;

@@ -135,3 +135,17 @@ export const modelSchema = z.object({
 });
 
 export const modelListSchema = z.object({ object: z.literal('list'), data: z.array(modelSchema) });
+
+/** A 200 of a generation route: the JSON reply, or with `stream: true` server-sent events of chunks. */
+export const generationReply = <T extends z.ZodType>(json: T) => ({
+  description: 'The completion; with `stream: true`, server-sent events (`data: <chunk>`, then `data: [DONE]`)',
+  content: {
+    'application/json': { schema: json },
+    // Before OpenAPI 3.2 an event stream's schema describes one event.
+    'text/event-stream': {
+      schema: z
+        .object({ event: z.string().optional(), data: z.string(), id: z.string().optional(), retry: z.number().int().optional() })
+        .describe('One event: `data` holds a chunk object as JSON, or `[DONE]`; `event: error` carries an OpenAI error object'),
+    },
+  },
+});
