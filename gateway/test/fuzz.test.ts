@@ -3,6 +3,8 @@
 // body that matches the documented schema. Half the generation requests name a model that exists (hooks.py),
 // so the fuzzed values reach the engine.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
@@ -30,11 +32,12 @@ afterAll(async () => {
   await worker?.stop();
 });
 
-function schemathesis(args: string[]): Promise<{ code: number | null; output: string }> {
+function schemathesis(args: string[], scratch: string): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(SCHEMATHESIS, args, {
       env: { ...process.env, PYTHONPATH: fileURLToPath(new URL('./fuzz/', import.meta.url)), SCHEMATHESIS_HOOKS: 'hooks', NO_COLOR: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: scratch, // schemathesis keeps a crash cache in its working directory
     });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
@@ -45,6 +48,7 @@ function schemathesis(args: string[]): Promise<{ code: number | null; output: st
 }
 
 it('finds no 5xx and no response outside the OpenAPI document', async () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'para-fuzz-'));
   const started = Date.now();
   const run = await schemathesis([
     'run', `${gw.url}/openapi.json`,
@@ -54,11 +58,12 @@ it('finds no 5xx and no response outside the OpenAPI document', async () => {
     '--workers', '1', // Python 3.11's ast module is not thread-safe, which schemathesis' workers trip over
     '--request-timeout', '60',
     '--no-color',
-  ]);
+  ], scratch);
   const seconds = ((Date.now() - started) / 1000).toFixed(0);
   const cases = /(\d+) generated, (.+)$/m.exec(run.output);
   console.log(`fuzz: ${cases ? `${cases[1]} cases, ${cases[2]}` : 'no case count'} in ${seconds} s`);
   if (run.code !== 0) console.log(run.output.slice(-20_000));
+  rmSync(scratch, { recursive: true, force: true });
   expect(run.code).toBe(0);
   expect(Number(cases?.[1])).toBeGreaterThan(1000);
   expect(gw.gateway.pool.workers[0]!.healthy).toBe(true);
