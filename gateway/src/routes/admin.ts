@@ -34,7 +34,8 @@ const createTenantSchema = z.object({
 });
 const limitsSchema = z
   .object({ rpm: rpm.optional(), tpm: tpm.optional() })
-  .refine((l) => l.rpm !== undefined || l.tpm !== undefined, 'give rpm, tpm or both');
+  .refine((l) => l.rpm !== undefined || l.tpm !== undefined, 'give rpm, tpm or both')
+  .meta({ minProperties: 1 });
 const keySchema = z.object({ id: z.string(), prefix: z.string(), created: z.number().int() });
 // Existing tenants are looked up with the legacy grammar, so one named before the dot was dropped can still be
 // managed and deleted.
