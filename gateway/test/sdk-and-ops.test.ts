@@ -103,6 +103,21 @@ describe('operations routes', () => {
     expect(doc.components.securitySchemes.bearer.scheme).toBe('bearer');
   });
 
+  it('documents what the routes really do: 409 on a taken name, the upload form, n up to its enforced maximum', async () => {
+    const doc = await jsonOf(await fetch(`${gw.url}/openapi.json`));
+    expect(Object.keys(doc.paths['/admin/v1/tenants'].post.responses)).toContain('409');
+    const form = doc.paths['/v1/adapters'].post.requestBody.content['multipart/form-data'].schema;
+    expect(form.required).toEqual(['name', 'config', 'weights']);
+    expect(form.properties.weights.format).toBe('binary');
+    for (const path of ['/v1/chat/completions', '/v1/completions']) {
+      const post = doc.paths[path].post;
+      expect(post.requestBody.content['application/json'].schema.properties.n.maximum).toBe(8); // what the gateway enforces
+      expect(Object.keys(post.responses['200'].content).sort()).toEqual(['application/json', 'text/event-stream']);
+    }
+    expect(doc.paths['/admin/v1/tenants/{name}'].patch).toBeDefined();
+    expect(doc.paths['/metrics'].get.security).toEqual([{ bearer: [] }]);
+  });
+
   it('serves the dashboard files under /dashboard/', async () => {
     const page = await fetch(`${gw.url}/dashboard/`);
     expect(page.status).toBe(200);
