@@ -20,7 +20,9 @@ const usage = `Usage: para serve [options]
 
 Starts engine workers (para engine) and the OpenAI-compatible gateway in front of them, registers the
 committed adapters of the embedded model as shared adapters, creates the demo tenants acme and globex
-with a key each (first start only), and prints examples to paste. Ctrl-C stops everything.
+with a key each (first start only), and prints examples to paste. Ctrl-C stops everything. A worker that
+dies is started again on its address (after 1 s, doubling to 30 s while it keeps failing); meanwhile the
+gateway serves on the others, and answers 503 while none is up.
 
 Engine workers:
   --workers N          engine worker processes, each with its own copy of the backbone (default 1)
