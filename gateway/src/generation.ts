@@ -8,7 +8,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { ApiError, badRequest, unavailable } from './errors.js';
 import type { GatewayMetrics } from './metrics.js';
-import { isServiceError } from './workers/client.js';
+import { grpcStatus, isServiceError } from './workers/client.js';
 import { clientMessage, faultOf, workerDetails } from './workers/faults.js';
 import type { Worker, WorkerPool } from './workers/pool.js';
 import type { ChatMessage, GenerateChunk, SamplingParams } from './workers/proto.js';
@@ -37,12 +37,13 @@ export class Generation {
     private readonly first: GenerateChunk,
     private readonly pool: WorkerPool,
     private readonly release: () => void,
-  ) {}
+  ) {
+    this.count(first); // billed even if the choice is cancelled before anyone reads it
+  }
 
   /** The chunks, the first included; throws ApiError (503) if the worker fails mid-stream. */
   async *chunks(): AsyncGenerator<GenerateChunk> {
     try {
-      this.count(this.first);
       yield this.first;
       if (this.completed) return;
       for (;;) {
@@ -145,7 +146,11 @@ export class GenerationService {
         lastError = err;
         if (err instanceof ApiError) throw err;
         const fault = faultOf(err);
-        if (fault === 'request') throw badRequest(clientMessage(err), null, 'invalid_request');
+        if (fault === 'request') {
+          // Failed by its own fault once running (say, its adapter's logits), or refused as malformed.
+          if (isServiceError(err) && err.code === grpcStatus.FAILED_PRECONDITION) throw failedMidway(err);
+          throw badRequest(clientMessage(err), null, 'invalid_request');
+        }
         if (fault === 'missing_adapter') {
           // The worker lost the adapter (restarted between health checks): push it again, once per worker.
           worker.adapters.delete(model.workerName);

@@ -96,8 +96,15 @@ export class ChoiceRunner {
     const started = await Promise.allSettled(specs.map((s) => this.generations.start(model, s.input, s.sampling)));
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
-      for (const s of started) if (s.status === 'fulfilled') s.value.cancel();
-      this.accounting.finish(ctx, { status: statusOf(failed.reason), promptTokens: 0, completionTokens: 0 });
+      // The choices that did start are cancelled, and billed for the tokens they already produced.
+      const running = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+      for (const g of running) g.cancel();
+      const used = running.map(usedBy);
+      this.accounting.finish(ctx, {
+        status: statusOf(failed.reason),
+        promptTokens: used.reduce((a, u) => a + u.promptTokens, 0),
+        completionTokens: used.reduce((a, u) => a + u.completionTokens, 0),
+      });
       throw failed.reason;
     }
     this.accounting.firstToken(ctx.startedAt);
