@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from parapeft import AdapterLoadError, ParaConfig, ParaModel, get_para_model
+from parapeft.adapter_io import MAX_ABS_WEIGHT
 from tiny_models import ARCHS, VOCAB, randomize_adapter, tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -134,4 +135,49 @@ def test_nan_weights_are_refused(tmp_path):
     tensors["layers.0.up.weight"][0, 0] = float("nan")
     save_file(tensors, directory / "adapter_model.safetensors")
     with pytest.raises(AdapterLoadError, match="NaN"):
+        ParaModel.from_pretrained(tiny_model("llama"), directory)
+
+
+def _with_weight(directory, key, value):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(directory / "adapter_model.safetensors")
+    tensors[key][0, 0] = value
+    save_file(tensors, directory / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("value", [1e30, -1e4, MAX_ABS_WEIGHT * 1.01])
+def test_weights_above_the_magnitude_limit_are_refused_naming_the_tensor(tmp_path, value):
+    _, directory = saved_adapter(tmp_path)
+    _with_weight(directory, "layers.1.down.weight", value)
+    with pytest.raises(AdapterLoadError, match=r"tensor layers\.1\.down\.weight holds a weight of magnitude .* above the limit of 1000"):
+        ParaModel.from_pretrained(tiny_model("llama"), directory)
+    host = get_para_model(tiny_model("llama"), ParaConfig(r=4))
+    with pytest.raises(AdapterLoadError, match="above the limit"):
+        host.read_adapter(directory)  # what a worker's validate_only runs for an upload
+
+
+def test_weights_at_the_magnitude_limit_load(tmp_path):
+    _, directory = saved_adapter(tmp_path)
+    _with_weight(directory, "layers.0.up.weight", -MAX_ABS_WEIGHT)
+    ParaModel.from_pretrained(tiny_model("llama"), directory)
+
+
+def test_committed_adapters_stay_far_below_the_magnitude_limit():
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    files = sorted((Path(__file__).resolve().parents[1] / "adapters").glob("*/*/adapter_model.safetensors"))
+    assert files
+    for path in files:
+        peak = max(t.abs().max().item() for t in load_file(path).values())
+        assert peak < MAX_ABS_WEIGHT / 100, path
+
+
+def test_dims_that_are_not_an_object_are_refused_clearly(tmp_path):
+    _, directory = saved_adapter(tmp_path)
+    config = json.loads((directory / "adapter_config.json").read_text())
+    (directory / "adapter_config.json").write_text(json.dumps({**config, "dims": "x"}))
+    with pytest.raises(AdapterLoadError, match="dims must be an object"):
         ParaModel.from_pretrained(tiny_model("llama"), directory)

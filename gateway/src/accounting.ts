@@ -1,23 +1,20 @@
-// Everything recorded when an inference request ends: usage in the database, the tenant's token window,
-// Prometheus counters and histograms, and the dashboard's traffic series.
+// Everything recorded when an inference request ends, however it ends: usage in the database (by tenant id),
+// the settlement of its rate-limit reservation, Prometheus counters and histograms, and the dashboard's
+// traffic series.
 import type { UsageStore } from './db/usage.js';
-import type { RateLimiter } from './limits.js';
 import type { GatewayMetrics } from './metrics.js';
+import type { RequestContext } from './routes/openai/execute.js';
 import type { TrafficWindow } from './traffic.js';
 
-export interface RequestRecord {
-  tenant: string; // '' for the operator
-  model: string; // id without version
+export interface RequestOutcome {
   status: number;
   promptTokens: number;
   completionTokens: number;
-  startedAt: number; // performance.now() at admission
 }
 
 export class Accounting {
   constructor(
     private readonly usage: UsageStore,
-    private readonly limiter: RateLimiter,
     private readonly metrics: GatewayMetrics,
     private readonly traffic: TrafficWindow,
   ) {}
@@ -26,19 +23,22 @@ export class Accounting {
     this.metrics.timeToFirstToken.observe((performance.now() - startedAt) / 1000);
   }
 
-  finish(record: RequestRecord): void {
-    const elapsedMs = performance.now() - record.startedAt;
-    const tenantLabel = record.tenant || 'operator';
-    this.metrics.requests.inc({ tenant: tenantLabel, model: record.model, status: String(record.status) });
-    if (record.promptTokens + record.completionTokens > 0) {
-      this.usage.record(record.tenant, record.model, record.promptTokens, record.completionTokens);
-      this.metrics.tokens.inc({ tenant: tenantLabel, model: record.model, kind: 'prompt' }, record.promptTokens);
-      this.metrics.tokens.inc({ tenant: tenantLabel, model: record.model, kind: 'completion' }, record.completionTokens);
-      if (record.tenant) this.limiter.recordTokens(record.tenant, record.promptTokens + record.completionTokens);
+  finish(ctx: RequestContext, outcome: RequestOutcome): void {
+    const elapsedMs = performance.now() - ctx.startedAt;
+    const tenantLabel = ctx.tenant || 'operator';
+    const tokens = outcome.promptTokens + outcome.completionTokens;
+    this.metrics.requests.inc({ tenant: tenantLabel, model: ctx.modelId, status: String(outcome.status) });
+    // The gateway's own failures do not count against the tenant's limits; what the engine generated is still billed.
+    if (outcome.status >= 500) ctx.admission.refund();
+    else ctx.admission.settle(tokens);
+    if (tokens > 0) {
+      this.usage.record(ctx.tenantId, ctx.modelId, 1, outcome.promptTokens, outcome.completionTokens);
+      this.metrics.tokens.inc({ tenant: tenantLabel, model: ctx.modelId, kind: 'prompt' }, outcome.promptTokens);
+      this.metrics.tokens.inc({ tenant: tenantLabel, model: ctx.modelId, kind: 'completion' }, outcome.completionTokens);
     }
-    if (record.status === 200) {
+    if (outcome.status === 200) {
       this.metrics.duration.observe(elapsedMs / 1000);
-      this.traffic.record(record.completionTokens, elapsedMs);
+      this.traffic.record(outcome.completionTokens, elapsedMs);
     }
   }
 }

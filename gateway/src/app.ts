@@ -14,7 +14,7 @@ import { openDatabase } from './db/database.js';
 import { KeyStore } from './db/keys.js';
 import { TenantStore } from './db/tenants.js';
 import { UsageStore } from './db/usage.js';
-import { installErrorHandlers } from './error-handler.js';
+import { installErrorHandlers, routingError } from './error-handler.js';
 import { GenerationService } from './generation.js';
 import { RateLimiter } from './limits.js';
 import { GatewayMetrics } from './metrics.js';
@@ -28,9 +28,10 @@ import { chatRoutes } from './routes/openai/chat.js';
 import { completionRoutes } from './routes/openai/completions.js';
 import { ChoiceRunner } from './routes/openai/execute.js';
 import { modelRoutes } from './routes/openai/models.js';
-import { opsRoutes } from './routes/ops.js';
+import { healthRoute, metricsRoute } from './routes/ops.js';
 import { seedSharedAdapters } from './seed.js';
 import { TrafficWindow } from './traffic.js';
+import { requireWellFormedStrings } from './well-formed.js';
 import { loadEngineService } from './workers/proto.js';
 import { WorkerPool } from './workers/pool.js';
 import { Router } from './workers/router.js';
@@ -65,23 +66,26 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     logger,
   });
   const router = new Router(pool, logger);
-  const registry = new AdapterRegistry(new AdapterStore(db), new AdapterFileStore(config.dataDir), router);
+  const files = new AdapterFileStore(config.dataDir);
+  await files.clearStaging(); // what a crashed upload left half-written
+  const registry = new AdapterRegistry(new AdapterStore(db), files, router);
   const limiter = new RateLimiter();
   const metrics = new GatewayMetrics(pool);
   const traffic = new TrafficWindow();
-  const runner = new ChoiceRunner(new GenerationService(pool, router, metrics, logger), new Accounting(usage, limiter, metrics, traffic));
+  const runner = new ChoiceRunner(new GenerationService(pool, router, metrics, logger), new Accounting(usage, metrics, traffic));
   const auth = new Authenticator(config.operatorKey, keys, tenants);
 
-  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, bodyLimit: config.maxBodyBytes });
+  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, bodyLimit: config.maxBodyBytes, frameworkErrors: routingError });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandlers(app);
+  requireWellFormedStrings(app);
   await registerOpenApi(app, packageVersion());
   await app.register(fastifyMultipart, { limits: { fileSize: config.maxAdapterBytes } });
 
   await app.register(async (scope) => {
     scope.addHook('onRequest', auth.requireKey);
-    const openai = { registry, limiter, runner, maxChoices: config.maxChoices };
+    const openai = { registry, limiter, runner, maxChoices: config.maxChoices, contextLimit: () => pool.contextLimit() };
     modelRoutes(scope, registry, config.backbone, Math.floor(Date.now() / 1000));
     chatRoutes(scope, openai);
     completionRoutes(scope, openai);
@@ -96,7 +100,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       overview: () => buildOverview({ backbone: config.backbone, tenants, usage, registry, pool, traffic, qualityResults: config.qualityResults }),
     });
   });
-  opsRoutes(app, pool, metrics);
+  await app.register(async (scope) => {
+    // Its labels name tenants and their adapters: for the operator (and a Prometheus holding its key) only.
+    scope.addHook('onRequest', auth.requireOperator);
+    metricsRoute(scope, metrics);
+  });
+  healthRoute(app, pool);
   openApiRoute(app);
   if (existsSync(config.dashboardDir)) {
     await app.register(fastifyStatic, { root: config.dashboardDir, prefix: '/dashboard/' });

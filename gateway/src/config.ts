@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { NAME_PATTERN } from './registry/registry.js';
+import { NAME_PATTERN, NAME_RULE } from './names.js';
 
 /** The repository root, found from this file (src/ or dist/ sit one level below the package). */
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -10,7 +10,7 @@ const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 export const WORKER_ADDRESS = /^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/;
 
 export const sharedAdapterSeedSchema = z.object({
-  name: z.string().regex(NAME_PATTERN, 'adapter names are [a-z0-9][a-z0-9._-]{0,63}'),
+  name: z.string().regex(NAME_PATTERN, NAME_RULE),
   dir: z.string().min(1),
 });
 export type SharedAdapterSeed = z.infer<typeof sharedAdapterSeedSchema>;

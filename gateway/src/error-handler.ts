@@ -1,6 +1,6 @@
 // Maps every failure to OpenAI's error shape: our ApiErrors as they are, schema validation to 400,
 // Fastify's and @fastify/multipart's own errors (bad JSON, body too large, ...) by their status code.
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { ApiError, type ErrorType } from './errors.js';
 
@@ -30,6 +30,15 @@ export function toApiError(err: unknown): ApiError {
     return new ApiError(400, 'invalid_request_error', `malformed JSON body: ${fastifyError.message}`, 'invalid_json');
   }
   return new ApiError(mapped, typeForStatus(mapped), fastifyError.message ?? 'bad request', fastifyError.code?.toLowerCase() ?? null);
+}
+
+/**
+ * Errors Fastify meets while routing, before any handler or hook (a malformed URL, a path parameter over
+ * its maximum length): in OpenAI's shape too, as a 400, since nothing that long or malformed names anything.
+ */
+export function routingError(err: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const message = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'a path parameter is too long' : 'malformed URL';
+  void reply.code(400).send(new ApiError(400, 'invalid_request_error', message, 'invalid_url').toBody());
 }
 
 export function installErrorHandlers(app: FastifyInstance): void {

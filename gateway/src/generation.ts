@@ -1,12 +1,15 @@
-// One engine request on one worker, from routing to its last chunk. Failures before the first chunk are
-// retried on another worker (a dead worker, or one that lost the adapter in a restart); after the first
-// chunk a failure ends the request with a retryable 503, since tokens already went to the client.
+// One engine request on one worker, from routing to its last chunk. A worker-side failure before the first
+// chunk is retried on another worker (a dead worker, one that lost the adapter in a restart, one that is
+// full); an error the request caused is its own 400 and is never retried elsewhere. After the first chunk a
+// failure ends the request, since tokens already went to the client. Only a broken connection takes a worker
+// out (faults.ts): one request's failure never cancels the other requests on its worker.
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { ApiError, badRequest, unavailable } from './errors.js';
 import type { GatewayMetrics } from './metrics.js';
 import { grpcStatus, isServiceError } from './workers/client.js';
+import { clientMessage, faultOf, workerDetails } from './workers/faults.js';
 import type { Worker, WorkerPool } from './workers/pool.js';
 import type { ChatMessage, GenerateChunk, SamplingParams } from './workers/proto.js';
 import type { AdapterSource, Router } from './workers/router.js';
@@ -15,15 +18,17 @@ export type EngineInput = { prompt: string } | { chat: { messages: ChatMessage[]
 
 const MAX_ATTEMPTS = 3;
 
-/** Status codes that mean the worker, not the request, is at fault. */
-const WORKER_FAULTS = new Set<number>([grpcStatus.UNAVAILABLE, grpcStatus.CANCELLED, grpcStatus.DEADLINE_EXCEEDED, grpcStatus.INTERNAL, grpcStatus.UNKNOWN]);
+/** The request's own failure after it started (e.g. its adapter produced non-finite logits). */
+const failedMidway = (err: unknown) => new ApiError(400, 'invalid_request_error', clientMessage(err), 'generation_failed', 'model');
 
 export class Generation {
   private cancelledByClient = false;
   private released = false;
   private completed = false;
-  /** Tokens received so far (what usage falls back to if the stream fails). */
+  /** Tokens received so far: the completion tokens billed when no final usage arrives (cancelled, failed). */
   completionTokens = 0;
+  /** Prompt tokens, once a chunk has reported them (the last one does). */
+  promptTokens = 0;
 
   constructor(
     readonly worker: Worker,
@@ -32,13 +37,13 @@ export class Generation {
     private readonly first: GenerateChunk,
     private readonly pool: WorkerPool,
     private readonly release: () => void,
-  ) {}
+  ) {
+    this.count(first); // billed even if the choice is cancelled before anyone reads it
+  }
 
   /** The chunks, the first included; throws ApiError (503) if the worker fails mid-stream. */
   async *chunks(): AsyncGenerator<GenerateChunk> {
     try {
-      this.completionTokens += this.first.token_ids.length;
-      this.completed = Boolean(this.first.finish_reason);
       yield this.first;
       if (this.completed) return;
       for (;;) {
@@ -53,8 +58,7 @@ export class Generation {
           if (this.cancelledByClient) return;
           throw unavailable(`engine worker ${this.worker.address} ended the stream without finishing`);
         }
-        this.completionTokens += next.value.token_ids.length;
-        this.completed = Boolean(next.value.finish_reason);
+        this.count(next.value);
         this.worker.lastProgress = Date.now();
         yield next.value;
         if (this.completed) return;
@@ -66,13 +70,19 @@ export class Generation {
     }
   }
 
+  private count(chunk: GenerateChunk): void {
+    this.completionTokens += chunk.token_ids.length;
+    if (chunk.usage?.prompt_tokens) this.promptTokens = chunk.usage.prompt_tokens;
+    this.completed = Boolean(chunk.finish_reason);
+    // The last chunk's usage is the engine's own count; it wins over the gateway's.
+    if (this.completed && chunk.usage) this.completionTokens = chunk.usage.completion_tokens;
+  }
+
   private midStreamError(err: unknown): ApiError {
-    const detail = isServiceError(err) ? err.details : String(err);
-    if (!isServiceError(err) || WORKER_FAULTS.has(err.code)) {
-      this.pool.markDown(this.worker, `stream failed: ${detail}`);
-      return unavailable(`engine worker ${this.worker.address} failed during the request: ${detail}`);
-    }
-    return new ApiError(500, 'server_error', `engine error: ${detail}`, 'engine_error');
+    const fault = faultOf(err);
+    if (fault === 'request') return failedMidway(err);
+    if (fault === 'transport') this.pool.markDown(this.worker, `stream failed: ${workerDetails(err)}`);
+    return unavailable(`engine worker ${this.worker.address} failed during the request`);
   }
 
   /** Stops the engine request (the client went away, or a sibling choice failed). */
@@ -107,14 +117,13 @@ export class GenerationService {
       try {
         await this.router.ensureAdapter(worker, model);
       } catch (err) {
+        if (!isServiceError(err)) throw err; // reading the adapter's files here failed: the gateway's own fault
         lastError = err;
-        if (isServiceError(err) && WORKER_FAULTS.has(err.code)) {
-          this.pool.markDown(worker, `LoadAdapter failed: ${err.details}`);
-          tried.add(worker);
-          continue;
-        }
-        const detail = isServiceError(err) ? err.details : String(err);
-        throw new ApiError(500, 'server_error', `could not load adapter '${model.workerName}' on a worker: ${detail}`, 'adapter_load_failed');
+        const fault = faultOf(err);
+        // The stored adapter is refused by the worker (its files, not the worker, are at fault).
+        if (fault === 'request') throw badRequest(`adapter '${model.workerName}' cannot be loaded: ${clientMessage(err)}`, 'model', 'invalid_adapter');
+        this.workerFailed(worker, err, 'LoadAdapter', tried);
+        continue;
       }
       const call = worker.client.generate({ request_id: randomUUID(), adapter: model.workerName, ...input, sampling });
       call.on('error', () => {}); // errors surface through the iterator; this keeps an unread one from crashing
@@ -136,28 +145,29 @@ export class GenerationService {
         release();
         lastError = err;
         if (err instanceof ApiError) throw err;
-        if (!isServiceError(err)) throw err;
-        if (err.code === grpcStatus.INVALID_ARGUMENT) throw badRequest(err.details);
-        if (err.code === grpcStatus.NOT_FOUND) {
+        const fault = faultOf(err);
+        if (fault === 'request') {
+          // Failed by its own fault once running (say, its adapter's logits), or refused as malformed.
+          if (isServiceError(err) && err.code === grpcStatus.FAILED_PRECONDITION) throw failedMidway(err);
+          throw badRequest(clientMessage(err), null, 'invalid_request');
+        }
+        if (fault === 'missing_adapter') {
           // The worker lost the adapter (restarted between health checks): push it again, once per worker.
           worker.adapters.delete(model.workerName);
           if (attempt > 0) tried.add(worker);
           continue;
         }
-        if (WORKER_FAULTS.has(err.code)) {
-          this.pool.markDown(worker, `Generate failed: ${err.details}`);
-          tried.add(worker);
-          continue;
-        }
-        if (err.code === grpcStatus.RESOURCE_EXHAUSTED) {
-          tried.add(worker); // busy, not dead: try another one
-          continue;
-        }
-        throw new ApiError(500, 'server_error', `engine error: ${err.details}`, 'engine_error');
+        this.workerFailed(worker, err, 'Generate', tried);
       }
     }
     this.logger.warn({ err: lastError, adapter: model.workerName }, 'no worker could serve the request');
-    const detail = isServiceError(lastError) ? `: ${lastError.details}` : '';
-    throw unavailable(`no engine worker could serve the request${detail}`);
+    throw unavailable('no engine worker could serve the request');
+  }
+
+  /** A worker-side failure before the first token: that worker is skipped, and taken out only if unreachable. */
+  private workerFailed(worker: Worker, err: unknown, rpc: string, tried: Set<Worker>): void {
+    tried.add(worker);
+    if (faultOf(err) === 'transport') this.pool.markDown(worker, `${rpc} failed: ${workerDetails(err)}`);
+    else this.logger.warn({ worker: worker.address, rpc, details: workerDetails(err) }, 'worker failed a request; trying another');
   }
 }

@@ -1,5 +1,8 @@
-// Per-tenant rate limits over a sliding minute, in one-second buckets: requests are counted when admitted,
-// tokens (prompt + completion) when a request finishes. A tenant over either limit gets 429 until the
+// Per-tenant rate limits over a sliding minute, in one-second buckets, keyed by tenant id (never reused).
+// A request is admitted with its cost: its choices count as requests at once, and its most possible tokens
+// (max_tokens per choice) are reserved, so requests running in parallel can never together overrun the
+// tokens per minute. When it ends the reservation is settled to the tokens it really used; a request that
+// failed by the gateway's own fault (5xx) is refunded entirely. A tenant over either limit gets 429 until the
 // window has room again.
 import { ApiError } from './errors.js';
 
@@ -16,6 +19,12 @@ class MinuteWindow {
       this.buckets[i] = 0;
     }
     this.buckets[i]! += amount;
+  }
+
+  /** Takes back an amount added in second `atS`, if that second is still in the window. */
+  remove(atS: number, amount: number): void {
+    const i = atS % WINDOW_S;
+    if (this.stamps[i] === atS) this.buckets[i] = Math.max(0, this.buckets[i]! - amount);
   }
 
   total(nowS: number): number {
@@ -40,42 +49,83 @@ export interface Limits {
   tpm: number;
 }
 
+/** What one admitted request may spend. */
+export interface Cost {
+  /** Engine requests (prompts × n). */
+  requests: number;
+  /** Tokens reserved until the request ends. */
+  tokens: number;
+}
+
+class TenantWindows {
+  readonly requests = new MinuteWindow();
+  readonly tokens = new MinuteWindow();
+  /** Tokens reserved by requests still running. */
+  reserved = 0;
+}
+
+/** An admitted request's hold on its tenant's limits; settled exactly once when the request ends. */
+export interface Admission {
+  /** The request ended having used `tokens` (prompt + completion). */
+  settle(tokens: number): void;
+  /** The request failed by the gateway's fault: neither its requests nor its tokens count. */
+  refund(): void;
+}
+
+export const NO_ADMISSION: Admission = { settle: () => undefined, refund: () => undefined };
+
 export class RateLimiter {
-  private readonly requests = new Map<string, MinuteWindow>();
-  private readonly tokens = new Map<string, MinuteWindow>();
+  private readonly tenants = new Map<number, TenantWindows>();
 
   constructor(private readonly clock: () => number = () => Math.floor(Date.now() / 1000)) {}
 
-  /** Admits a request or throws 429; `cost` requests are counted at once (callers count an HTTP request once, whatever its n). */
-  admit(tenant: string, limits: Limits, cost = 1): void {
+  /** Admits a request or throws 429. */
+  admit(tenantId: number, limits: Limits, cost: Cost): Admission {
     const now = this.clock();
-    const requests = window(this.requests, tenant);
-    const tokens = window(this.tokens, tenant);
-    if (requests.total(now) + cost > limits.rpm) {
-      throw limited(`rate limit reached: ${limits.rpm} requests per minute`, requests.retryAfter(now));
+    const w = this.windowsOf(tenantId);
+    if (w.requests.total(now) + cost.requests > limits.rpm) {
+      throw limited(`rate limit reached: ${limits.rpm} requests per minute (a request with n choices counts n)`, w.requests.retryAfter(now));
     }
-    if (tokens.total(now) >= limits.tpm) {
-      throw limited(`rate limit reached: ${limits.tpm} tokens per minute`, tokens.retryAfter(now));
+    if (cost.tokens > limits.tpm) {
+      throw limited(
+        `this request may use up to ${cost.tokens} tokens (max_tokens × choices), more than the limit of ${limits.tpm} tokens per minute; lower max_tokens`,
+        WINDOW_S,
+        'max_tokens',
+      );
     }
-    requests.add(now, cost);
+    if (w.tokens.total(now) + w.reserved + cost.tokens > limits.tpm) {
+      throw limited(`rate limit reached: ${limits.tpm} tokens per minute`, w.tokens.retryAfter(now));
+    }
+    w.requests.add(now, cost.requests);
+    w.reserved += cost.tokens;
+    let open = true;
+    const release = () => {
+      if (!open) return false;
+      open = false;
+      w.reserved -= cost.tokens;
+      return true;
+    };
+    return {
+      settle: (tokens) => {
+        if (release() && tokens > 0) w.tokens.add(this.clock(), tokens);
+      },
+      refund: () => {
+        if (release()) w.requests.remove(now, cost.requests);
+      },
+    };
   }
 
-  recordTokens(tenant: string, count: number): void {
-    window(this.tokens, tenant).add(this.clock(), count);
+  forget(tenantId: number): void {
+    this.tenants.delete(tenantId);
   }
 
-  forget(tenant: string): void {
-    this.requests.delete(tenant);
-    this.tokens.delete(tenant);
+  private windowsOf(tenantId: number): TenantWindows {
+    let w = this.tenants.get(tenantId);
+    if (!w) this.tenants.set(tenantId, (w = new TenantWindows()));
+    return w;
   }
 }
 
-function window(map: Map<string, MinuteWindow>, tenant: string): MinuteWindow {
-  let w = map.get(tenant);
-  if (!w) map.set(tenant, (w = new MinuteWindow()));
-  return w;
-}
-
-function limited(message: string, retryAfterS: number): ApiError {
-  return new ApiError(429, 'rate_limit_error', message, 'rate_limit_exceeded', null, { 'retry-after': String(retryAfterS) });
+function limited(message: string, retryAfterS: number, param: string | null = null): ApiError {
+  return new ApiError(429, 'rate_limit_error', message, 'rate_limit_exceeded', param, { 'retry-after': String(retryAfterS) });
 }

@@ -19,6 +19,24 @@ export const errorResponses = {
   503: errorSchema.describe('No healthy worker, or a worker failed mid-request (retryable)'),
 } as const;
 
+/** Routes that create a named thing: a name already taken. */
+export const conflictResponse = { 409: errorSchema.describe('The name is already taken') } as const;
+
+/**
+ * Route schema key for a multipart body: the handler reads the parts itself (so Fastify must not validate a
+ * body), and the document still shows the form's fields.
+ */
+export const FORM_BODY = 'x-form-body';
+
+/** jsonSchemaTransform, plus the multipart body of routes that declare one under FORM_BODY. */
+const transform: typeof jsonSchemaTransform = (input) => {
+  const form = (input.schema as Record<string, unknown> | undefined)?.[FORM_BODY];
+  const out = jsonSchemaTransform(input);
+  if (!(form instanceof z.ZodType)) return out;
+  const { [FORM_BODY]: _declared, ...schema } = out.schema as Record<string, unknown>;
+  return { ...out, schema: { ...schema, body: z.toJSONSchema(form, { target: 'openapi-3.0', io: 'input' }) } };
+};
+
 export async function registerOpenApi(app: FastifyInstance, version: string): Promise<void> {
   await app.register(fastifySwagger, {
     openapi: {
@@ -30,7 +48,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },
-    transform: jsonSchemaTransform,
+    transform,
   });
 }
 

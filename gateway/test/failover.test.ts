@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { type EngineWorker, freePort, startWorker } from './helpers/engine.js';
-import { OPERATOR_KEY, type TestGateway, jsonOf, postJson, readSse, startTestGateway } from './helpers/gateway.js';
+import { OPERATOR_KEY, type TestGateway, jsonOf, postJson, readSse, startTestGateway, operatorFetch } from './helpers/gateway.js';
 
 const tiny = inject('tinyDir');
 const model = join(tiny, 'model');
@@ -87,7 +87,7 @@ it('ends the dead worker\'s requests with errors and keeps serving on the other'
   expect(workerState(a.address).healthy).toBe(false);
   const health = await jsonOf(await fetch(`${gw.url}/healthz`));
   expect(health).toEqual({ status: 'ok', workers: { healthy: 1, total: 2 } });
-  const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+  const metrics = await (await operatorFetch(gw.url, '/metrics')).text();
   expect(metrics).toContain(`para_worker_up{worker="${a.address}"} 0`);
   expect(metrics).toContain(`para_worker_up{worker="${b.address}"} 1`);
 });

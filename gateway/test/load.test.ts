@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { type EngineWorker, generateDirect, loadDirect, startWorker } from './helpers/engine.js';
-import { type TestGateway, readSse, startTestGateway, tenantClient, tenantWithKey } from './helpers/gateway.js';
+import { type TestGateway, readSse, startTestGateway, tenantClient, tenantWithKey, operatorFetch } from './helpers/gateway.js';
 
 const tiny = inject('tinyDir');
 const SOURCES = ['alpha', 'beta', 'gamma'] as const;
@@ -83,7 +83,7 @@ it('completes 500 concurrent streams over 50 tenants, none lost or duplicated', 
     expect(w.healthy).toBe(true);
     expect(w.inflight).toBe(0);
   }
-  const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+  const metrics = await (await operatorFetch(gw.url, '/metrics')).text();
   const served = [...metrics.matchAll(/^para_requests_total\{[^}]*status="200"[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
   expect(served).toBe(TENANTS * PER_TENANT);
   console.log(`load: ${jobs.length} streams in ${seconds.toFixed(1)} s`);

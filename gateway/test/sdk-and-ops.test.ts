@@ -8,7 +8,7 @@ import { parseCli } from '../src/argv.js';
 import { startGateway } from '../src/app.js';
 import { ParaApiError, ParaClient } from '../src/sdk/index.js';
 import { type EngineWorker, startWorker } from './helpers/engine.js';
-import { OPERATOR_KEY, type TestGateway, jsonOf, postJson, startTestGateway, tenantClient } from './helpers/gateway.js';
+import { OPERATOR_KEY, type TestGateway, jsonOf, postJson, startTestGateway, tenantClient, operatorFetch } from './helpers/gateway.js';
 
 const tiny = inject('tinyDir');
 let worker: EngineWorker;
@@ -85,9 +85,9 @@ describe('admin client', () => {
 });
 
 describe('operations routes', () => {
-  it('serves health, metrics and the OpenAPI document without a key', async () => {
+  it('serves health and the OpenAPI document without a key, metrics with the operator key', async () => {
     expect(await jsonOf(await fetch(`${gw.url}/healthz`))).toEqual({ status: 'ok', workers: { healthy: 1, total: 1 } });
-    const metrics = await fetch(`${gw.url}/metrics`);
+    const metrics = await operatorFetch(gw.url, '/metrics');
     expect(metrics.headers.get('content-type')).toMatch(/text\/plain/);
     const text = await metrics.text();
     for (const name of ['para_requests_total', 'para_tokens_total', 'para_request_duration_seconds_bucket', 'para_time_to_first_token_seconds_bucket', 'para_inflight_requests', 'para_worker_up', 'process_cpu_seconds_total']) {
@@ -101,6 +101,21 @@ describe('operations routes', () => {
     const chatBody = doc.paths['/v1/chat/completions'].post.requestBody.content['application/json'].schema;
     expect(chatBody.required).toEqual(expect.arrayContaining(['model', 'messages']));
     expect(doc.components.securitySchemes.bearer.scheme).toBe('bearer');
+  });
+
+  it('documents what the routes really do: 409 on a taken name, the upload form, n up to its enforced maximum', async () => {
+    const doc = await jsonOf(await fetch(`${gw.url}/openapi.json`));
+    expect(Object.keys(doc.paths['/admin/v1/tenants'].post.responses)).toContain('409');
+    const form = doc.paths['/v1/adapters'].post.requestBody.content['multipart/form-data'].schema;
+    expect(form.required).toEqual(['name', 'config', 'weights']);
+    expect(form.properties.weights.format).toBe('binary');
+    for (const path of ['/v1/chat/completions', '/v1/completions']) {
+      const post = doc.paths[path].post;
+      expect(post.requestBody.content['application/json'].schema.properties.n.maximum).toBe(8); // what the gateway enforces
+      expect(Object.keys(post.responses['200'].content).sort()).toEqual(['application/json', 'text/event-stream']);
+    }
+    expect(doc.paths['/admin/v1/tenants/{name}'].patch).toBeDefined();
+    expect(doc.paths['/metrics'].get.security).toEqual([{ bearer: [] }]);
   });
 
   it('serves the dashboard files under /dashboard/', async () => {

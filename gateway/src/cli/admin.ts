@@ -12,6 +12,7 @@ Manage a running gateway with the operator key.
 Commands:
   tenants create NAME [--rpm N] [--tpm N]      add a tenant (limits: requests and tokens per minute)
   tenants list                                 tenants and their limits
+  tenants limits NAME [--rpm N] [--tpm N]      change a tenant's limits (from its next request on)
   keys create TENANT                           a new API key for a tenant (shown once)
   adapters upload NAME DIR [--tenant T | --shared]
                                                upload DIR/adapter_config.json and adapter_model.safetensors
@@ -68,6 +69,15 @@ const ACTIONS: Record<string, Action> = {
     async run(admin, [name], opts) {
       const tenant = await admin.tenants.create({ name: name!, rpm: opts.rpm, tpm: opts.tpm });
       return { json: tenant, text: `tenant ${tenant.name} created (${tenant.rpm} requests/min, ${tenant.tpm} tokens/min)\n` };
+    },
+  },
+  'tenants limits': {
+    args: ['NAME'],
+    flags: ['rpm', 'tpm'],
+    async run(admin, [name], opts) {
+      if (opts.rpm === undefined && opts.tpm === undefined) throw new UsageError('tenants limits needs --rpm N, --tpm N or both');
+      const tenant = await admin.tenants.setLimits(name!, { rpm: opts.rpm, tpm: opts.tpm });
+      return { json: tenant, text: `tenant ${tenant.name} now has ${tenant.rpm} requests/min, ${tenant.tpm} tokens/min\n` };
     },
   },
   'tenants list': {

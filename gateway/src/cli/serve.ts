@@ -1,5 +1,6 @@
-// `para serve`: engine workers as child processes, then the gateway in this process, the shared adapters and
-// two demo tenants, and examples to paste. Ctrl-C or SIGTERM stops the gateway and every worker.
+// `para serve`: engine workers as child processes (restarted when they die), then the gateway in this process,
+// the shared adapters and two demo tenants, and examples to paste. Ctrl-C or SIGTERM stops the gateway and
+// every worker.
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
@@ -12,13 +13,16 @@ import { runDemo } from './demo.js';
 import { DEFAULT_MODEL, defaultDataDir, pythonCommand, repoRoot } from './env.js';
 import { readyText } from './examples.js';
 import { ensureDemoTenants, resolveOperatorKey } from './state.js';
-import { type RunningWorker, startWorkers, stopAllWorkers } from './workers.js';
+import { WorkerSupervisor } from './supervisor.js';
+import { startWorkers, stopAllWorkers } from './workers.js';
 
 const usage = `Usage: para serve [options]
 
 Starts engine workers (para engine) and the OpenAI-compatible gateway in front of them, registers the
 committed adapters of the embedded model as shared adapters, creates the demo tenants acme and globex
-with a key each (first start only), and prints examples to paste. Ctrl-C stops everything.
+with a key each (first start only), and prints examples to paste. Ctrl-C stops everything. A worker that
+dies is started again on its address (after 1 s, doubling to 30 s while it keeps failing); meanwhile the
+gateway serves on the others, and answers 503 while none is up.
 
 Engine workers:
   --workers N          engine worker processes, each with its own copy of the backbone (default 1)
@@ -161,10 +165,12 @@ async function serve(given: ServeOptions): Promise<number> {
   const operator = resolveOperatorKey(dataDir, opts['operator-key']);
 
   let gateway: Gateway | undefined;
+  let supervisor: WorkerSupervisor | undefined;
   let stopping: Promise<void> | undefined;
   const shutdown = (why: string) => {
     stopping ??= (async () => {
       if (why) process.stdout.write(`\n${why}: stopping the gateway and the engine workers\n`);
+      supervisor?.stop();
       await gateway?.close().catch(() => undefined);
       await stopAllWorkers();
     })();
@@ -178,11 +184,9 @@ async function serve(given: ServeOptions): Promise<number> {
   try {
     const plural = opts.workers === 1 ? '' : 's';
     process.stdout.write(`Starting ${opts.workers} engine worker${plural} for ${opts.model} (the first start of a model converts it; later ones take seconds)\n`);
-    const workers = await startWorkers(
-      { python: pythonCommand(), model: opts.model, device: opts.device, slots: opts.slots, maxLen: opts['max-len'], cwd: root, env: workerEnv(opts) },
-      opts.workers,
-    );
-    watchWorkers(workers, () => stopping !== undefined, shutdown);
+    const spec = { python: pythonCommand(), model: opts.model, device: opts.device, slots: opts.slots, maxLen: opts['max-len'], cwd: root, env: workerEnv(opts) };
+    const workers = await startWorkers(spec, opts.workers);
+    supervisor = new WorkerSupervisor(spec, workers, { log: (message) => process.stderr.write(`para serve: ${message}\n`) });
     process.stdout.write(`Engine worker${plural} ready: ${workers.map((w) => `${w.address} (pid ${w.pid})`).join(', ')}; starting the gateway\n`);
     try {
       gateway = await startGateway({
@@ -216,19 +220,6 @@ async function serve(given: ServeOptions): Promise<number> {
   } catch (err) {
     await shutdown('');
     throw err;
-  }
-}
-
-/** A worker that dies while serving is reported with its last output; with none left, serve stops. */
-function watchWorkers(workers: RunningWorker[], stopping: () => boolean, shutdown: (why: string) => Promise<void>): void {
-  let alive = workers.length;
-  for (const worker of workers) {
-    worker.process.once('close', (code, signal) => {
-      alive -= 1;
-      if (stopping()) return;
-      process.stderr.write(`para serve: engine worker ${worker.address} exited (${signal ?? `status ${code}`}):\n${worker.stderrTail().replace(/^/gm, '  | ')}\n`);
-      if (alive === 0) void shutdown('no engine worker left').then(() => process.exit(1));
-    });
   }
 }
 

@@ -40,9 +40,10 @@ function tailLines(text: string, lines = 25): string {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
-export function startWorker(spec: WorkerSpec, index: number): Promise<RunningWorker> {
+/** Starts worker `index`; on `port` (a restart keeps its address, which the gateway knows), else on a free one. */
+export function startWorker(spec: WorkerSpec, index: number, port = 0): Promise<RunningWorker> {
   // --exit-with-parent: a worker stops by itself if this process dies without a chance to stop it (SIGKILL).
-  const args = ['-m', 'parapeft.cli.main', 'engine', '--model', spec.model, '--port', '0', '--exit-with-parent'];
+  const args = ['-m', 'parapeft.cli.main', 'engine', '--model', spec.model, '--port', String(port), '--exit-with-parent'];
   if (spec.device) args.push('--device', spec.device);
   if (spec.slots) args.push('--slots', String(spec.slots));
   if (spec.maxLen) args.push('--max-len', String(spec.maxLen));

@@ -17,6 +17,14 @@ export const sha256 = (data: Buffer) => createHash('sha256').update(data).digest
 export class AdapterFileStore {
   constructor(private readonly root: string) {}
 
+  /**
+   * Removes the staging folder: at start nothing is being written, so whatever is there was left by a process
+   * that stopped mid-upload (one gateway per data directory).
+   */
+  async clearStaging(): Promise<void> {
+    await rm(join(this.root, 'staging'), { recursive: true, force: true });
+  }
+
   dirFor(owner: string, name: string, version: number): string {
     return join(this.root, 'adapters', owner || '_shared', name, String(version));
   }

@@ -5,15 +5,15 @@ import type { Caller } from '../auth.js';
 import type { AdapterStore, AdapterVersion } from '../db/adapters.js';
 import { nowSeconds } from '../db/database.js';
 import { ApiError, badRequest, forbidden, modelNotFound, notFound, unavailable } from '../errors.js';
-import { grpcStatus, isServiceError } from '../workers/client.js';
+import { MODEL_PATTERN, NAME_PATTERN, NAME_RULE } from '../names.js';
+import { isServiceError } from '../workers/client.js';
+import { clientMessage, faultOf } from '../workers/faults.js';
 import type { AdapterSource, Router } from '../workers/router.js';
 import { AdapterConfigError, parseAdapterConfig } from './adapter-config.js';
 import { type AdapterFiles, type AdapterFileStore, sha256 } from './files.js';
 import { SafetensorsError, parseSafetensors } from './safetensors.js';
 
 export const BASE_MODEL = 'base';
-export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
-const MODEL_PATTERN = /^(?:([a-z0-9][a-z0-9._-]{0,63})\/)?([a-z0-9][a-z0-9._-]{0,63})(?:@([1-9]\d{0,8}))?$/;
 
 export interface ResolvedModel extends AdapterSource {
   /** The id without version: `base`, `copa` or `acme/support`. */
@@ -93,7 +93,11 @@ export class AdapterRegistry {
 
   /** Validates (config, safetensors header, then shapes on a worker), stores, and returns the new version. */
   async upload(owner: string, name: string, files: AdapterFiles): Promise<AdapterView> {
-    if (!NAME_PATTERN.test(name)) throw badRequest('adapter names are [a-z0-9][a-z0-9._-]{0,63}', 'name');
+    if (!NAME_PATTERN.test(name)) throw badRequest(`invalid adapter name: ${NAME_RULE}`, 'name');
+    if (owner && !NAME_PATTERN.test(owner)) {
+      // A tenant created before the dot was dropped: its adapter ids could never be served.
+      throw badRequest(`tenant '${owner}' has a name with a '.', which cannot own adapters (${NAME_RULE})`, 'tenant');
+    }
     if (!owner && name === BASE_MODEL) throw badRequest(`'${BASE_MODEL}' names the bare backbone`, 'name');
     let parameters: number;
     try {
@@ -104,7 +108,8 @@ export class AdapterRegistry {
       if (err instanceof SafetensorsError) throw badRequest(err.message, 'weights', 'invalid_adapter');
       throw err;
     }
-    const info = await this.validateOnWorker(`${adapterId(owner, name)}@validate`, files);
+    // Version 0 is never stored (versions start at 1), so the check cannot collide with a loaded adapter.
+    const info = await this.validateOnWorker(`${adapterId(owner, name)}@0`, files);
     const row = this.store.insertPending(
       { owner, name, sha256: sha256(files.weights), bytes: files.weights.length, parameters: Number(info?.parameters) || parameters, created: nowSeconds() },
       (version) => this.files.dirFor(owner, name, version),
@@ -123,17 +128,11 @@ export class AdapterRegistry {
     try {
       return await this.router.validate(workerName, files);
     } catch (err) {
-      if (err instanceof ApiError) throw err;
-      if (isServiceError(err)) {
-        if (err.code === grpcStatus.INVALID_ARGUMENT || err.code === grpcStatus.FAILED_PRECONDITION) {
-          throw badRequest(`the adapter does not fit the backbone: ${err.details}`, 'weights', 'invalid_adapter');
-        }
-        if (err.code === grpcStatus.RESOURCE_EXHAUSTED) {
-          throw new ApiError(413, 'invalid_request_error', `the worker refused the adapter: ${err.details}`, 'too_large');
-        }
-        throw unavailable(`could not validate the adapter on a worker: ${err.details}`);
-      }
-      throw err;
+      if (err instanceof ApiError || !isServiceError(err)) throw err;
+      const fault = faultOf(err);
+      if (fault === 'request') throw badRequest(`the adapter does not fit the backbone: ${clientMessage(err)}`, 'weights', 'invalid_adapter');
+      if (fault === 'busy') throw new ApiError(413, 'invalid_request_error', `the worker refused the adapter: ${clientMessage(err)}`, 'too_large');
+      throw unavailable('could not validate the adapter on a worker; try again');
     }
   }
 

@@ -4,10 +4,11 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Caller } from '../auth.js';
 import type { TenantStore } from '../db/tenants.js';
-import { badRequest, forbidden, notFound, tooLarge } from '../errors.js';
-import { errorResponses } from '../openapi.js';
+import { ApiError, badRequest, forbidden, notFound, tooLarge } from '../errors.js';
+import { FORM_BODY, errorResponses } from '../openapi.js';
 import type { AdapterFiles } from '../registry/files.js';
-import { type AdapterRegistry, type AdapterView, NAME_PATTERN } from '../registry/registry.js';
+import { LEGACY_NAME_PATTERN, NAME_PATTERN, NAME_RULE } from '../names.js';
+import type { AdapterRegistry, AdapterView } from '../registry/registry.js';
 
 export interface AdapterRouteDeps {
   registry: AdapterRegistry;
@@ -28,12 +29,23 @@ export const adapterSchema = z.object({
 }) satisfies z.ZodType<AdapterView>; // the registry's view is the one declaration of this shape
 
 const uploadFieldsSchema = z.object({
-  name: z.string().regex(NAME_PATTERN, 'name must match [a-z0-9][a-z0-9._-]{0,63}'),
+  name: z.string().regex(NAME_PATTERN, `invalid name: ${NAME_RULE}`),
   shared: z.enum(['true', 'false', '1', '0']).optional(),
-  tenant: z.string().regex(NAME_PATTERN, 'tenant must match [a-z0-9][a-z0-9._-]{0,63}').optional(),
+  tenant: z.string().regex(LEGACY_NAME_PATTERN, `invalid tenant: ${NAME_RULE}`).optional(),
 });
 
-const namePart = z.string().regex(NAME_PATTERN, 'names match [a-z0-9][a-z0-9._-]{0,63}');
+/** The multipart body, for the OpenAPI document (the handler reads the parts itself). */
+export const uploadFormSchema = z.object({
+  name: z.string().regex(NAME_PATTERN).describe('the adapter name; a second upload of a name is its next version'),
+  config: z.string().describe('adapter_config.json (a file part)').meta({ format: 'binary' }),
+  weights: z.string().describe('adapter_model.safetensors (a file part)').meta({ format: 'binary' }),
+  shared: z.enum(['true', 'false', '1', '0']).optional().describe('operator only: a shared adapter'),
+  tenant: z.string().regex(NAME_PATTERN).optional().describe('operator only: upload for this tenant'),
+});
+
+// Existing adapters are looked up with the legacy grammar, so one named before the dot was dropped can still
+// be listed and deleted.
+const namePart = z.string().regex(LEGACY_NAME_PATTERN, NAME_RULE);
 const versionQuery = z.object({ version: z.coerce.number().int().positive().optional() });
 
 /** Reads the multipart form: text fields, and the two files into memory (both are bounded by the limits). */
@@ -42,16 +54,20 @@ async function readUpload(request: FastifyRequest, deps: AdapterRouteDeps) {
   const fields: Record<string, string> = {};
   const files: Partial<AdapterFiles> = {};
   const parts = request.parts({ limits: { fileSize: deps.maxAdapterBytes, files: 2, fields: 8, parts: 10, fieldSize: 1024 } });
-  for await (const part of parts) {
-    if (part.type === 'file') {
-      if (part.fieldname !== 'config' && part.fieldname !== 'weights') {
-        part.file.resume(); // drain it
-        throw badRequest(`unexpected file field '${part.fieldname}': send config and weights`, part.fieldname);
+  try {
+    for await (const part of parts) {
+      if (part.type === 'file') {
+        if (part.fieldname !== 'config' && part.fieldname !== 'weights') {
+          part.file.resume(); // drain it
+          throw badRequest(`unexpected file field '${part.fieldname}': send config and weights`, part.fieldname);
+        }
+        files[part.fieldname] = await part.toBuffer();
+      } else {
+        fields[part.fieldname] = String(part.value);
       }
-      files[part.fieldname] = await part.toBuffer();
-    } else {
-      fields[part.fieldname] = String(part.value);
     }
+  } catch (err) {
+    throw malformedUpload(err);
   }
   const parsed = uploadFieldsSchema.safeParse(fields);
   if (!parsed.success) {
@@ -62,6 +78,18 @@ async function readUpload(request: FastifyRequest, deps: AdapterRouteDeps) {
   if (!files.weights) throw badRequest('the weights file (adapter_model.safetensors) is missing', 'weights');
   if (files.config.length > deps.maxConfigBytes) throw tooLarge(`adapter_config.json is over ${deps.maxConfigBytes} bytes`);
   return { fields: parsed.data, files: files as AdapterFiles };
+}
+
+/**
+ * What reading the multipart body threw, as the client's error: our own ApiErrors and @fastify/multipart's
+ * (limits: 413, too many parts: 4xx) carry their status; anything else the parser threw (a truncated body,
+ * a missing boundary, a connection cut mid-upload) can only come from the body, so it is a 400.
+ */
+function malformedUpload(err: unknown): unknown {
+  if (err instanceof ApiError) return err;
+  const status = (err as { statusCode?: unknown }).statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return err;
+  return badRequest(`malformed multipart body: ${err instanceof Error ? err.message : String(err)}`, null, 'invalid_multipart');
 }
 
 /** The owner an upload goes to: the calling tenant, or for the operator `shared=true` or `tenant=<name>`. */
@@ -90,6 +118,7 @@ export function adapterRoutes(app: FastifyInstance, deps: AdapterRouteDeps): voi
       description:
         'multipart/form-data: `name`, `config` (adapter_config.json), `weights` (adapter_model.safetensors); the operator adds `shared=true` or `tenant=<name>`.',
       consumes: ['multipart/form-data'],
+      [FORM_BODY]: uploadFormSchema,
       response: { 201: adapterSchema, ...errorResponses },
     },
     handler: async (request, reply) => {

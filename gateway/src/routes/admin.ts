@@ -7,9 +7,10 @@ import type { TenantStore } from '../db/tenants.js';
 import type { UsageStore } from '../db/usage.js';
 import { conflict, notFound } from '../errors.js';
 import type { RateLimiter } from '../limits.js';
-import { errorResponses } from '../openapi.js';
+import { conflictResponse, errorResponses } from '../openapi.js';
 import { type Overview, overviewSchema } from '../overview.js';
-import { type AdapterRegistry, NAME_PATTERN } from '../registry/registry.js';
+import { LEGACY_NAME_PATTERN, NAME_PATTERN, NAME_RULE } from '../names.js';
+import type { AdapterRegistry } from '../registry/registry.js';
 
 export interface AdminRouteDeps {
   tenants: TenantStore;
@@ -23,13 +24,22 @@ export interface AdminRouteDeps {
 }
 
 const tenantSchema = z.object({ id: z.number().int(), name: z.string(), rpm: z.number().int(), tpm: z.number().int(), created: z.number().int() });
+/** Limits are stored in SQLite INTEGER columns and compared with JS numbers: keep them exact. */
+const rpm = z.number().int().positive().max(Number.MAX_SAFE_INTEGER).describe('requests per minute (a request with n choices counts n)');
+const tpm = z.number().int().positive().max(Number.MAX_SAFE_INTEGER).describe('tokens (prompt + completion) per minute');
 const createTenantSchema = z.object({
-  name: z.string().regex(NAME_PATTERN, 'tenant names match [a-z0-9][a-z0-9._-]{0,63}'),
-  rpm: z.number().int().positive().optional().describe('requests per minute'),
-  tpm: z.number().int().positive().optional().describe('tokens (prompt + completion) per minute'),
+  name: z.string().regex(NAME_PATTERN, `invalid tenant name: ${NAME_RULE}`),
+  rpm: rpm.optional(),
+  tpm: tpm.optional(),
 });
+const limitsSchema = z
+  .object({ rpm: rpm.optional(), tpm: tpm.optional() })
+  .refine((l) => l.rpm !== undefined || l.tpm !== undefined, 'give rpm, tpm or both')
+  .meta({ minProperties: 1 });
 const keySchema = z.object({ id: z.string(), prefix: z.string(), created: z.number().int() });
-const tenantParams = z.object({ name: z.string().regex(NAME_PATTERN, 'tenant names match [a-z0-9][a-z0-9._-]{0,63}') });
+// Existing tenants are looked up with the legacy grammar, so one named before the dot was dropped can still be
+// managed and deleted.
+const tenantParams = z.object({ name: z.string().regex(LEGACY_NAME_PATTERN, NAME_RULE) });
 const usageSchema = z.object({ tenant: z.string(), requests: z.number().int(), prompt_tokens: z.number().int(), completion_tokens: z.number().int() });
 
 export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
@@ -42,7 +52,7 @@ export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
   };
 
   typed.post('/admin/v1/tenants', {
-    schema: { ...common, summary: 'Create a tenant', body: createTenantSchema, response: { 201: tenantSchema, ...errorResponses } },
+    schema: { ...common, summary: 'Create a tenant', body: createTenantSchema, response: { 201: tenantSchema, ...errorResponses, ...conflictResponse } },
     handler: async (request, reply) => {
       const { name, rpm = deps.defaultRpm, tpm = deps.defaultTpm } = request.body;
       const tenant = deps.tenants.create(name, rpm, tpm);
@@ -56,14 +66,25 @@ export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
     handler: async () => ({ data: deps.tenants.list() }),
   });
 
+  typed.patch('/admin/v1/tenants/:name', {
+    schema: { ...common, summary: "Change a tenant's limits (from its next request on)", params: tenantParams, body: limitsSchema, response: { 200: tenantSchema, ...errorResponses } },
+    handler: async (request) => {
+      const tenant = deps.tenants.update(tenantOr404(request.params.name).name, request.body);
+      if (!tenant) throw notFound(`unknown tenant '${request.params.name}'`);
+      return tenant;
+    },
+  });
+
   typed.delete('/admin/v1/tenants/:name', {
     schema: { ...common, summary: 'Delete a tenant with its keys, adapters and usage', params: tenantParams, response: { 200: z.object({ deleted: z.literal(true), name: z.string() }), ...errorResponses } },
     handler: async (request) => {
-      const { name } = tenantOr404(request.params.name);
+      const { id, name } = tenantOr404(request.params.name);
       deps.tenants.delete(name);
       await deps.registry.deleteOwner(name);
-      deps.usage.forgetTenant(name);
-      deps.limiter.forget(name);
+      // Usage and limits belong to the id, which is never reused: a stream still running now is not recorded
+      // later, and a new tenant of the same name starts from nothing.
+      deps.usage.forgetTenant(id);
+      deps.limiter.forget(id);
       return { deleted: true as const, name };
     },
   });

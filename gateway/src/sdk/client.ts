@@ -76,6 +76,9 @@ export class ParaClient {
   readonly tenants = {
     create: (tenant: { name: string; rpm?: number; tpm?: number }) => this.request<Tenant>('POST', '/admin/v1/tenants', tenant),
     list: async () => (await this.request<{ data: Tenant[] }>('GET', '/admin/v1/tenants')).data,
+    /** Changes a tenant's requests and/or tokens per minute; its next request is admitted under them. */
+    setLimits: (name: string, limits: { rpm?: number; tpm?: number }) =>
+      this.request<Tenant>('PATCH', `/admin/v1/tenants/${encodeURIComponent(name)}`, limits),
     delete: (name: string) => this.request<{ deleted: true; name: string }>('DELETE', `/admin/v1/tenants/${encodeURIComponent(name)}`),
   };
 

@@ -76,6 +76,12 @@ export class WorkerPool {
     return this.workers.filter((w) => w.healthy);
   }
 
+  /** The context every healthy worker holds (the smallest), so a request checked against it fits any of them. */
+  contextLimit(): number | undefined {
+    const contexts = this.healthy().map((w) => w.maxContext).filter((c) => c > 0);
+    return contexts.length > 0 ? Math.min(...contexts) : undefined;
+  }
+
   checkAll(): Promise<void> {
     return Promise.all(this.workers.map((w) => this.check(w))).then(() => undefined);
   }

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import { unavailable } from '../errors.js';
 import type { AdapterFiles } from '../registry/files.js';
-import { grpcStatus, isServiceError } from './client.js';
+import { faultOf, workerDetails } from './faults.js';
 import type { Worker, WorkerPool } from './pool.js';
 import type { AdapterInfo } from './proto.js';
 
@@ -63,18 +63,30 @@ export class Router {
       );
       this.logger.info({ worker: worker.address, adapter: source.workerName }, 'adapter pushed to worker');
     } catch (err) {
-      if (!(isServiceError(err) && err.code === grpcStatus.ALREADY_EXISTS)) throw err;
+      if (faultOf(err) !== 'exists') throw err;
     }
     worker.adapters.add(source.workerName);
   }
 
-  /** Asks a healthy worker to check an adapter against the backbone without loading it. */
+  /**
+   * Asks a healthy worker to check an adapter against the backbone without loading it; a worker that cannot
+   * be reached is taken out and the next one asked.
+   */
   async validate(workerName: string, files: AdapterFiles): Promise<AdapterInfo> {
-    const worker = this.pick('');
-    return worker.client.loadAdapter(
-      { name: workerName, config_json: files.config, weights: files.weights, validate_only: true },
-      LOAD_TIMEOUT_MS,
-    );
+    const tried = new Set<Worker>();
+    for (;;) {
+      const worker = this.pick('', tried);
+      try {
+        return await worker.client.loadAdapter(
+          { name: workerName, config_json: files.config, weights: files.weights, validate_only: true },
+          LOAD_TIMEOUT_MS,
+        );
+      } catch (err) {
+        if (faultOf(err) !== 'transport') throw err;
+        this.pool.markDown(worker, `LoadAdapter failed: ${workerDetails(err)}`);
+        tried.add(worker);
+      }
+    }
   }
 
   /** Best effort: drops a deleted adapter version from every worker that holds it. */

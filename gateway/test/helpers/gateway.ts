@@ -15,7 +15,7 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
-export async function startTestGateway(workers: string[], options: Partial<GatewayOptions> = {}): Promise<TestGateway> {
+export async function startTestGateway(workers: string[], options: Partial<GatewayOptions> = {}, { waitForWorkers = true } = {}): Promise<TestGateway> {
   const dataDir = mkdtempSync(join(tmpdir(), 'para-gateway-data-'));
   const gateway = await startGateway({
     port: 0,
@@ -29,7 +29,7 @@ export async function startTestGateway(workers: string[], options: Partial<Gatew
     logLevel: 'warn',
     ...options,
   });
-  if (workers.length > 0) await gateway.pool.waitForHealthy(30_000);
+  if (workers.length > 0 && waitForWorkers) await gateway.pool.waitForHealthy(30_000);
   return {
     gateway,
     url: gateway.url,
@@ -83,6 +83,9 @@ export async function readSse(response: Response) {
   const errors = events.filter((e) => e.event === 'error').map((e) => JSON.parse(e.data));
   return { chunks, errors, done, text };
 }
+
+/** GET /metrics with the operator key (its labels name tenants, so it needs one). */
+export const operatorFetch = (url: string, path: string) => fetch(`${url}${path}`, { headers: { authorization: `Bearer ${OPERATOR_KEY}` } });
 
 /** A response body as loosely typed JSON, for assertions. */
 export const jsonOf = async (response: Response): Promise<any> => response.json();

@@ -2,9 +2,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { ChatMessage } from '../../workers/proto.js';
-import { choiceSpecs, completionId, nowSeconds, type OpenAIRouteDeps, prepare, servedModel } from './common.js';
+import { completionId, nowSeconds, type OpenAIRouteDeps, prepare, servedModel } from './common.js';
 import type { ChoiceFormat, TokenOut } from './execute.js';
-import { type ChatRequest, chatRequestSchema, chatResponseSchema, type ChatResponse } from './schemas.js';
+import { type ChatRequest, chatRequestSchema, chatResponseSchema, type ChatResponse, generationReply } from './schemas.js';
 import { errorResponses } from '../../openapi.js';
 
 function engineMessages(messages: ChatRequest['messages']): ChatMessage[] {
@@ -22,13 +22,15 @@ export function chatRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): void {
       summary: 'Chat completion (OpenAI-compatible); stream: true sends server-sent events',
       tags: ['inference'],
       security: [{ bearer: [] }],
-      body: chatRequestSchema,
-      response: { 200: chatResponseSchema, ...errorResponses },
+      body: chatRequestSchema(deps.maxChoices),
+      response: { 200: generationReply(chatResponseSchema), ...errorResponses },
     },
     handler: async (request, reply): Promise<ChatResponse | undefined> => {
       const body = request.body;
-      const { ctx, resolved } = prepare(deps, request, body.model);
-      const specs = choiceSpecs(deps, [{ chat: { messages: engineMessages(body.messages) } }], body, body.max_completion_tokens ?? body.max_tokens);
+      const maxTokens = body.max_completion_tokens != null
+        ? { value: body.max_completion_tokens, param: 'max_completion_tokens' }
+        : { value: body.max_tokens, param: 'max_tokens' };
+      const { ctx, resolved, specs } = prepare(deps, request, body.model, [{ chat: { messages: engineMessages(body.messages) } }], body, maxTokens);
       const id = completionId('chatcmpl');
       const created = nowSeconds();
       const model = servedModel(resolved);

@@ -1,24 +1,26 @@
-// What both generation routes do before running: resolve the model for the caller, admit the request
-// against the tenant's rate limits, and translate OpenAI's sampling fields to the engine's.
+// What both generation routes do before running: resolve the model for the caller, turn the body into
+// engine requests (one per prompt and sample) with every number checked against what the workers accept,
+// and admit the request against the tenant's rate limits with its full cost.
 import { randomBytes } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import { callerTenantName } from '../../auth.js';
+import { OPERATOR_ID } from '../../db/usage.js';
 import { badRequest } from '../../errors.js';
-import type { RateLimiter } from '../../limits.js';
+import type { EngineInput } from '../../generation.js';
+import { NO_ADMISSION, type RateLimiter } from '../../limits.js';
 import type { AdapterRegistry, ResolvedModel } from '../../registry/registry.js';
 import type { SamplingParams } from '../../workers/proto.js';
 import type { ChoiceRunner, ChoiceSpec, RequestContext } from './execute.js';
-import type { EngineInput } from '../../generation.js';
 
 export interface OpenAIRouteDeps {
   registry: AdapterRegistry;
   limiter: RateLimiter;
   runner: ChoiceRunner;
   maxChoices: number;
+  /** Tokens per sequence (prompt included) every healthy worker holds; undefined while none is known. */
+  contextLimit(): number | undefined;
 }
 
 interface SamplingFields {
-  max_tokens?: number | null;
   temperature?: number | null;
   top_p?: number | null;
   seed?: number | null;
@@ -26,18 +28,52 @@ interface SamplingFields {
   n?: number | null;
 }
 
-export function prepare(deps: OpenAIRouteDeps, request: FastifyRequest, model: string): { ctx: RequestContext; resolved: ResolvedModel } {
+export interface Prepared {
+  ctx: RequestContext;
+  resolved: ResolvedModel;
+  specs: ChoiceSpec[];
+}
+
+export function prepare(
+  deps: OpenAIRouteDeps,
+  request: FastifyRequest,
+  model: string,
+  inputs: EngineInput[],
+  body: SamplingFields,
+  maxTokens: { value: number | null | undefined; param: string },
+): Prepared {
   const startedAt = performance.now();
   const resolved = deps.registry.resolve(request.caller, model);
-  if (request.caller.kind === 'tenant') deps.limiter.admit(request.caller.tenant.name, request.caller.tenant);
-  return { ctx: { tenant: callerTenantName(request.caller), modelId: resolved.id, startedAt }, resolved };
+  const context = deps.contextLimit();
+  checkRanges(inputs, maxTokens, context);
+  const specs = choiceSpecs(deps, inputs, body, maxTokens.value);
+  const caller = request.caller;
+  // A choice can never use more tokens than max_tokens, or without one than the context holds.
+  const reserve = maxTokens.value ?? context ?? 0;
+  const admission =
+    caller.kind === 'tenant' ? deps.limiter.admit(caller.tenant.id, caller.tenant, { requests: specs.length, tokens: reserve * specs.length }) : NO_ADMISSION;
+  const tenant = caller.kind === 'tenant' ? caller.tenant : { id: OPERATOR_ID, name: '' };
+  return { ctx: { tenant: tenant.name, tenantId: tenant.id, modelId: resolved.id, startedAt, admission }, resolved, specs };
+}
+
+/** Numbers the workers' uint32 fields would silently wrap, or that no worker could honour, are 400s here. */
+function checkRanges(inputs: EngineInput[], maxTokens: { value: number | null | undefined; param: string }, context: number | undefined): void {
+  if (context === undefined) return; // no worker known: the request gets 503 when it is routed
+  if (maxTokens.value != null && maxTokens.value >= context) {
+    throw badRequest(`${maxTokens.param} must be below the model's context of ${context} tokens (the prompt needs room too)`, maxTokens.param, 'invalid_value');
+  }
+  inputs.forEach((input, i) => {
+    if ('prompt_ids' in input && input.prompt_ids.ids.length >= context) {
+      throw badRequest(`prompt ${i} has ${input.prompt_ids.ids.length} tokens; the model's context is ${context}`, 'prompt', 'context_length_exceeded');
+    }
+  });
 }
 
 /** The model name replies carry: the version that served, as OpenAI names the snapshot behind an alias. */
 export const servedModel = (resolved: ResolvedModel) => (resolved.version ? `${resolved.id}@${resolved.version}` : resolved.id);
 
 /** One spec per (prompt, sample); sample j of a seeded request uses seed + j so the choices differ. */
-export function choiceSpecs(deps: OpenAIRouteDeps, inputs: EngineInput[], body: SamplingFields, maxTokens: number | null | undefined): ChoiceSpec[] {
+export function choiceSpecs(deps: Pick<OpenAIRouteDeps, 'maxChoices'>, inputs: EngineInput[], body: SamplingFields, maxTokens: number | null | undefined): ChoiceSpec[] {
   const n = body.n ?? 1;
   if (n > deps.maxChoices) throw badRequest(`n must be at most ${deps.maxChoices}`, 'n');
   if (inputs.length * n > deps.maxChoices * 8) throw badRequest(`too many choices: ${inputs.length} prompts × n=${n}`, 'n');

@@ -3,9 +3,9 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { EngineInput } from '../../generation.js';
 import { errorResponses } from '../../openapi.js';
-import { choiceSpecs, completionId, nowSeconds, type OpenAIRouteDeps, prepare, servedModel } from './common.js';
+import { completionId, nowSeconds, type OpenAIRouteDeps, prepare, servedModel } from './common.js';
 import type { ChoiceFormat, TokenOut } from './execute.js';
-import { type CompletionRequest, completionRequestSchema, type CompletionResponse, completionResponseSchema } from './schemas.js';
+import { type CompletionRequest, completionRequestSchema, type CompletionResponse, completionResponseSchema, generationReply } from './schemas.js';
 
 function engineInputs(prompt: CompletionRequest['prompt']): EngineInput[] {
   if (typeof prompt === 'string') return [{ prompt }];
@@ -36,13 +36,12 @@ export function completionRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): v
       summary: 'Text completion (OpenAI-compatible); stream: true sends server-sent events',
       tags: ['inference'],
       security: [{ bearer: [] }],
-      body: completionRequestSchema,
-      response: { 200: completionResponseSchema, ...errorResponses },
+      body: completionRequestSchema(deps.maxChoices),
+      response: { 200: generationReply(completionResponseSchema), ...errorResponses },
     },
     handler: async (request, reply): Promise<CompletionResponse | undefined> => {
       const body = request.body;
-      const { ctx, resolved } = prepare(deps, request, body.model);
-      const specs = choiceSpecs(deps, engineInputs(body.prompt), body, body.max_tokens);
+      const { ctx, resolved, specs } = prepare(deps, request, body.model, engineInputs(body.prompt), body, { value: body.max_tokens, param: 'max_tokens' });
       const id = completionId('cmpl');
       const created = nowSeconds();
       const model = servedModel(resolved);

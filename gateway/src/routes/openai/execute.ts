@@ -3,6 +3,7 @@
 // The two routes differ only in how a choice is shaped, which they pass in as a ChoiceFormat.
 import type { FastifyReply } from 'fastify';
 import type { Accounting } from '../../accounting.js';
+import type { Admission } from '../../limits.js';
 import { ApiError } from '../../errors.js';
 import type { EngineInput, Generation, GenerationService } from '../../generation.js';
 import { SseStream } from '../../sse.js';
@@ -49,9 +50,14 @@ export interface ChoiceFormat {
 }
 
 export interface RequestContext {
+  /** The tenant's name for metrics labels ('' for the operator). */
   tenant: string;
+  /** The tenant's id usage is recorded under (0 for the operator). */
+  tenantId: number;
   modelId: string;
   startedAt: number;
+  /** The request's hold on its tenant's rate limits, settled when it ends. */
+  admission: Admission;
 }
 
 /**
@@ -90,8 +96,15 @@ export class ChoiceRunner {
     const started = await Promise.allSettled(specs.map((s) => this.generations.start(model, s.input, s.sampling)));
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
-      for (const s of started) if (s.status === 'fulfilled') s.value.cancel();
-      this.accounting.finish({ ...ctx, model: ctx.modelId, status: statusOf(failed.reason), promptTokens: 0, completionTokens: 0 });
+      // The choices that did start are cancelled, and billed for the tokens they already produced.
+      const running = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+      for (const g of running) g.cancel();
+      const used = running.map(usedBy);
+      this.accounting.finish(ctx, {
+        status: statusOf(failed.reason),
+        promptTokens: used.reduce((a, u) => a + u.promptTokens, 0),
+        completionTokens: used.reduce((a, u) => a + u.completionTokens, 0),
+      });
       throw failed.reason;
     }
     this.accounting.firstToken(ctx.startedAt);
@@ -114,27 +127,25 @@ export class ChoiceRunner {
             for await (const chunk of g.chunks()) {
               result.text += chunk.text;
               result.tokens.push(...tokensOf(chunk, result.tokens));
-              if (chunk.finish_reason) {
-                result.finishReason = finishReasonOf(chunk.finish_reason);
-                result.promptTokens = chunk.usage?.prompt_tokens ?? 0;
-                result.completionTokens = chunk.usage?.completion_tokens ?? result.tokens.length;
-              }
+              if (chunk.finish_reason) result.finishReason = finishReasonOf(chunk.finish_reason);
             }
           } catch (err) {
-            result.completionTokens = g.completionTokens;
             cancelAll();
             throw err;
+          } finally {
+            // However the choice ended (finished, cancelled, failed), it used what the worker generated for it.
+            Object.assign(result, usedBy(g));
           }
         }),
       );
     } catch (err) {
       const usage = usageOf(partial, specs);
-      this.accounting.finish({ ...ctx, model: ctx.modelId, status: statusOf(err), promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+      this.accounting.finish(ctx, { status: statusOf(err), promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
       throw err;
     }
     const usage = usageOf(partial, specs);
     const status = reply.raw.destroyed ? 499 : 200;
-    this.accounting.finish({ ...ctx, model: ctx.modelId, status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+    this.accounting.finish(ctx, { status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
     return { choices: partial, usage };
   }
 
@@ -162,15 +173,14 @@ export class ChoiceRunner {
             tokens.push(...fresh);
             if (chunk.text || fresh.length > 0) sse.send(format.delta(index, chunk.text, fresh, offset));
             offset += chunk.text.length;
-            if (chunk.finish_reason) {
-              sse.send(format.closing(index, finishReasonOf(chunk.finish_reason)));
-              results[k] = { promptTokens: chunk.usage?.prompt_tokens ?? 0, completionTokens: chunk.usage?.completion_tokens ?? tokens.length };
-            }
+            if (chunk.finish_reason) sse.send(format.closing(index, finishReasonOf(chunk.finish_reason)));
           }
         } catch (err) {
-          results[k] = { promptTokens: 0, completionTokens: g.completionTokens };
-          failure ??= err instanceof ApiError ? err : new ApiError(500, 'server_error', String(err), 'internal_error');
+          failure ??= err instanceof ApiError ? err : new ApiError(500, 'server_error', 'internal error', 'internal_error');
           cancelAll();
+        } finally {
+          // Finished, cancelled by a client that hung up, or failed: billed for what the worker generated.
+          results[k] = usedBy(g);
         }
       }),
     );
@@ -185,8 +195,16 @@ export class ChoiceRunner {
       if (includeUsage) sse.send(format.usage(usage));
       sse.done();
     }
-    this.accounting.finish({ ...ctx, model: ctx.modelId, status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+    this.accounting.finish(ctx, { status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
   }
+}
+
+/**
+ * A choice's usage: the engine's final figures when they came, else the prompt tokens any chunk reported and
+ * the token ids of every chunk received (a client that hung up, a request that failed mid-way).
+ */
+function usedBy(g: Generation): { promptTokens: number; completionTokens: number } {
+  return { promptTokens: g.promptTokens, completionTokens: g.completionTokens };
 }
 
 const statusOf = (err: unknown) => (err instanceof ApiError ? err.status : 500);

@@ -3,8 +3,8 @@
 // bookkeeping (user, penalties are not listed and so are stripped).
 import { z } from 'zod';
 
-/** Most choices (prompts × n) one request may fan out to. */
-export const MAX_FANOUT = 64;
+/** The widest the engine's uint32 fields are trusted to carry: larger numbers are refused, never wrapped. */
+export const MAX_INT32 = 2 ** 31 - 1;
 
 const stop = z
   .union([z.string(), z.array(z.string()).max(4, 'at most 4 stop sequences')])
@@ -12,18 +12,28 @@ const stop = z
   .optional()
   .describe('Up to 4 strings; generation stops before any of them, which is not returned.');
 
-const samplingFields = {
-  model: z.string().min(1).describe('`base`, a shared adapter (`copa`), or a tenant adapter (`acme/support`, `acme/support@2`)'),
-  max_tokens: z.number().int().positive().nullable().optional(),
+const maxTokens = z
+  .number()
+  .int()
+  .positive()
+  .max(MAX_INT32)
+  .nullable()
+  .optional()
+  .describe("Tokens to generate at most; must leave room for the prompt in the model's context (a 400 says how much)");
+
+/** The fields both routes share; `n` is bounded by the gateway's configured maximum. */
+const samplingFields = (maxChoices: number) => ({
+  model: z.string().min(1).max(200).describe('`base`, a shared adapter (`copa`), or a tenant adapter (`acme/support`, `acme/support@2`)'),
+  max_tokens: maxTokens,
   temperature: z.number().min(0).max(2).nullable().optional().describe('0 is greedy'),
   top_p: z.number().gt(0).max(1).nullable().optional(),
   seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullable().optional(),
   stop,
-  n: z.number().int().min(1).max(MAX_FANOUT).nullable().optional(),
+  n: z.number().int().min(1).max(maxChoices).nullable().optional().describe(`Choices per prompt, at most ${maxChoices}; each counts as a request against the rate limit`),
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
   user: z.string().max(256).optional(),
-};
+});
 
 const textPart = z.object({ type: z.literal('text'), text: z.string() });
 
@@ -33,10 +43,10 @@ export const chatMessageSchema = z.object({
   name: z.string().optional(),
 });
 
-export const chatRequestSchema = z.object({
-  ...samplingFields,
+export const chatRequestSchema = (maxChoices: number) => z.object({
+  ...samplingFields(maxChoices),
   messages: z.array(chatMessageSchema).min(1, 'messages must not be empty'),
-  max_completion_tokens: z.number().int().positive().nullable().optional(),
+  max_completion_tokens: maxTokens,
   logprobs: z.boolean().nullable().optional(),
   top_logprobs: z
     .number()
@@ -46,19 +56,20 @@ export const chatRequestSchema = z.object({
     .nullable()
     .optional(),
 });
-export type ChatRequest = z.infer<typeof chatRequestSchema>;
+export type ChatRequest = z.infer<ReturnType<typeof chatRequestSchema>>;
 
-const tokenIds = z.array(z.number().int().nonnegative()).min(1);
+/** Token ids: each below 2^31 here, below the vocabulary at the worker (which refuses the rest with a 400). */
+const tokenIds = z.array(z.number().int().nonnegative().max(MAX_INT32)).min(1);
 
-export const completionRequestSchema = z.object({
-  ...samplingFields,
+export const completionRequestSchema = (maxChoices: number) => z.object({
+  ...samplingFields(maxChoices),
   prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)]),
   logprobs: z.number().int().min(0).max(5).nullable().optional(),
   echo: z.literal(false, { message: 'echo is not supported' }).nullable().optional(),
   best_of: z.literal(1, { message: 'best_of is not supported; use n' }).nullable().optional(),
   suffix: z.null({ message: 'suffix is not supported' }).optional(),
 });
-export type CompletionRequest = z.infer<typeof completionRequestSchema>;
+export type CompletionRequest = z.infer<ReturnType<typeof completionRequestSchema>>;
 
 export const usageSchema = z.object({
   prompt_tokens: z.number().int(),
@@ -124,3 +135,17 @@ export const modelSchema = z.object({
 });
 
 export const modelListSchema = z.object({ object: z.literal('list'), data: z.array(modelSchema) });
+
+/** A 200 of a generation route: the JSON reply, or with `stream: true` server-sent events of chunks. */
+export const generationReply = <T extends z.ZodType>(json: T) => ({
+  description: 'The completion; with `stream: true`, server-sent events (`data: <chunk>`, then `data: [DONE]`)',
+  content: {
+    'application/json': { schema: json },
+    // Before OpenAPI 3.2 an event stream's schema describes one event.
+    'text/event-stream': {
+      schema: z
+        .object({ event: z.string().optional(), data: z.string(), id: z.string().optional(), retry: z.number().int().optional() })
+        .describe('One event: `data` holds a chunk object as JSON, or `[DONE]`; `event: error` carries an OpenAI error object'),
+    },
+  },
+});
