@@ -25,7 +25,7 @@ def pick_device() -> tuple[str, torch.dtype]:
 
 def environment() -> dict:
     versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("transformers", "peft"):
+    for package in ("transformers", "peft", "triton"):
         try:
             versions[package] = __import__(package).__version__
         except ImportError:

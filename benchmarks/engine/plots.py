@@ -117,34 +117,44 @@ def plot_decode(data: dict, png: Path) -> Path | None:
 
 
 def plot_prefill(data: dict, png: Path) -> Path | None:
-    """Per shape: prefill time vs prompt length (bare and PARA, per batch), and PARA / bare."""
+    """Per shape: packed-pass time against tokens per pass (one line per mode and prompt length, the compute
+    floor dotted), and each adapter mode's time over bare's."""
     plt = _pyplot()
     if plt is None:
         return None
     rows = data["rows"]
     shapes = sorted({r["shape"] for r in rows})
     fig, axes = plt.subplots(len(shapes), 2, figsize=(12, 4.5 * len(shapes)), squeeze=False)
+    colours = {"bare": "C0", "para": "C2", "lora": "C1"}
+    styles = {128: "-", 512: "--"}
     for (left, right), shape in zip(axes, shapes):
         mine = [r for r in rows if r["shape"] == shape]
-        series = defaultdict(list)
-        for r in mine:
-            series[(r["mode"], r["batch_size"])].append((r["prompt_tokens"], r["prefill_ms"]))
-        for (mode, batch), points in sorted(series.items()):
-            points.sort()
-            left.plot(*zip(*points), marker="o", linestyle="-" if mode == "para" else "--", label=f"{mode}, batch {batch}")
-        left.set(xscale="log", yscale="log", xlabel="prompt tokens", ylabel="prefill (ms)", title=f"{shape}: prefill")
-        _integer_ticks(left, sorted({r["prompt_tokens"] for r in mine}))
-        left.legend(fontsize=8)
+        passes = sorted({r["pass_tokens"] for r in mine})
+        lengths = sorted({r["prompt_tokens"] for r in mine})
+        for mode in [m for m in colours if any(r["mode"] == m for r in mine)]:
+            for length in lengths:
+                points = sorted((r["pass_tokens"], r["prefill_ms"]) for r in mine
+                                if r["mode"] == mode and r["prompt_tokens"] == length)
+                if points:
+                    left.plot(*zip(*points), marker="o", color=colours[mode], linestyle=styles.get(length, ":"),
+                              label=f"{mode}, {length}-token prompts")
+                ratio = sorted((r["pass_tokens"], r[f"{mode}_over_bare"]) for r in mine if r["mode"] == mode
+                               and r["prompt_tokens"] == length and r.get(f"{mode}_over_bare") is not None)
+                if ratio:
+                    right.plot(*zip(*ratio), marker="o", color=colours[mode], linestyle=styles.get(length, ":"),
+                               label=f"{mode} / bare, {length}-token prompts")
+        floor = sorted({(r["pass_tokens"], r["compute_floor_ms"]) for r in mine if r["prompt_tokens"] == lengths[0]})
+        left.plot(*zip(*floor), color="k", linestyle=":", label=f"compute floor ({lengths[0]}-token prompts)")
+        left.set(xscale="log", yscale="log", xlabel="tokens per pass", ylabel="prefill step (ms)",
+                 title=f"{shape}: packed prefill")
+        _integer_ticks(left, passes)
+        left.legend(fontsize=7)
         left.grid(True, which="both", alpha=0.3)
-        for batch in sorted({r["batch_size"] for r in mine}):
-            points = sorted((r["prompt_tokens"], r["para_over_bare"]) for r in mine
-                            if r["batch_size"] == batch and r.get("para_over_bare") is not None)
-            if points:
-                right.plot(*zip(*points), marker="o", label=f"batch {batch}")
         right.axhline(1.0, color="k", linewidth=0.8)
-        right.set(xscale="log", xlabel="prompt tokens", ylabel="PARA / bare", title=f"{shape}: generators' extra cost")
-        _integer_ticks(right, sorted({r["prompt_tokens"] for r in mine}))
-        right.legend(fontsize=8)
+        right.set(xscale="log", xlabel="tokens per pass", ylabel="time / bare's",
+                  title=f"{shape}: adapters' extra cost (a distinct adapter per prompt)")
+        _integer_ticks(right, passes)
+        right.legend(fontsize=7)
         right.grid(True, which="both", alpha=0.3)
     fig.suptitle(data.get("gpu", ""))
     fig.tight_layout()

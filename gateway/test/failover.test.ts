@@ -32,7 +32,8 @@ const workerState = (address: string) => gw.gateway.pool.workers.find((w) => w.a
 
 beforeAll(async () => {
   portA = await freePort();
-  [a, b] = await Promise.all([startWorker({ model, port: portA, maxLen: 2048 }), startWorker({ model, maxLen: 2048 })]);
+  // 16 sequences each (the engine's default is 256): a burst of requests fills the adapter holder and spills over.
+  [a, b] = await Promise.all([startWorker({ model, port: portA, maxLen: 2048, slots: 16 }), startWorker({ model, maxLen: 2048, slots: 16 })]);
   gw = await startTestGateway([a.address, b.address], { sharedAdapters: [{ name: 'alpha', dir: join(tiny, 'adapters/alpha') }] });
   await until(() => gw.gateway.pool.healthy().length === 2, 20_000, 'both workers healthy');
 });
@@ -93,7 +94,7 @@ it('ends the dead worker\'s requests with errors and keeps serving on the other'
 });
 
 it('takes a restarted worker back and pushes adapters to it again', async () => {
-  a = await startWorker({ model, port: portA, maxLen: 2048 });
+  a = await startWorker({ model, port: portA, maxLen: 2048, slots: 16 });
   await until(() => workerState(a.address).healthy, 20_000, 'worker A taken back');
   expect(workerState(a.address).adapters.size).toBe(0); // re-learned from the fresh worker: it holds nothing
   // Enough concurrent requests that both workers get some; every one succeeds.

@@ -65,6 +65,7 @@ def engine_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    parent = os.getppid()  # before the model loads: a parent that dies while it loads is still noticed
     from ..backbones import load_base_model
     from ..engine.server import serve
     from ..engine.service import EngineService, default_device
@@ -89,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     if args.exit_with_parent:
-        parent = os.getppid()
         _ask_kernel_for_parent_death_signal()
         if os.getppid() != parent:  # the parent died before the signal was asked for
             stopped.set()

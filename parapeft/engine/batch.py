@@ -16,6 +16,7 @@ from .kv_cache import PagedKVCache
 from .ops import AttentionGroup
 
 MAX_PADDING = 1.5  # an attention group's padded size is at most this times its real tokens (or one prompt)
+PREFILL_TILE = 64  # query positions per program of the Triton prefill attention kernel (its BLOCK_M)
 
 
 @dataclass
@@ -73,8 +74,8 @@ def attention_groups(lengths: list[int], starts: list[int], device: torch.device
     return groups
 
 
-def prefill_tiles(lengths: list[int], size: int = 64) -> list[tuple[int, int]]:
-    """(prompt, first position) of every tile of ``size`` query positions (the Triton kernel's BLOCK_M)."""
+def prefill_tiles(lengths: list[int], size: int = PREFILL_TILE) -> list[tuple[int, int]]:
+    """(prompt, first position) of every tile of ``size`` query positions."""
     return [(prompt, first) for prompt, length in enumerate(lengths) for first in range(0, length, size)]
 
 

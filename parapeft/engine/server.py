@@ -72,6 +72,7 @@ class EngineServicer(pb_grpc.EngineServicer):
         except REFUSALS as err:
             context.abort(status_of(err), str(err))
         context.add_callback(lambda: self.service.cancel(stream))  # client went away: free its row and blocks
+        first = True
         while True:
             event = stream.events.get()
             if event.finish_reason == "failed":
@@ -88,6 +89,8 @@ class EngineServicer(pb_grpc.EngineServicer):
                 chunk.usage.prompt_tokens, chunk.usage.completion_tokens = event.prompt_tokens, event.completion_tokens
                 yield chunk
                 return
+            if first:  # the prompt's size from the start: a stream cut short is still billed for its prompt
+                chunk.usage.prompt_tokens, first = len(ids), False
             yield chunk
 
     def LoadAdapter(self, request, context):

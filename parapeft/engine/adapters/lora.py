@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ...adapter_io import AdapterLoadError
+from ...adapter_io import AdapterLoadError, check_magnitude
 from .base import RowAdapters, host_copy
 
 MODULES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
@@ -66,8 +66,9 @@ def read_lora(directory: str | Path, shapes: dict[str, tuple[int, int]], layers:
         layer, target, part = int(match.group(1)), match.group(2), match.group(3)
         if layer >= layers:
             raise AdapterLoadError(f"{directory}: layer {layer} does not exist in a {layers}-layer backbone")
-        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
-            raise AdapterLoadError(f"{directory}: tensor {key} is not finite floating point")
+        if not tensor.is_floating_point():
+            raise AdapterLoadError(f"{directory}: tensor {key} has dtype {tensor.dtype}, expected a float type")
+        check_magnitude(key, tensor, str(directory))
         parts.setdefault((layer, target), {})[part] = tensor.float()
     if not parts:
         raise AdapterLoadError(f"{directory}: no LoRA weights found")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...adapter_io import AdapterLoadError, check_compatible, load_weights
+from ...adapter_io import AdapterLoadError, check_compatible, check_magnitude, load_weights
 from ...config import TARGETS, ParaConfig
 from ...generator import ACTIVATION_FUNCTIONS
 from ...model import adapter_shapes, read_adapter_config
@@ -90,6 +90,8 @@ class ParaAdapters(RowAdapters):
         expected = adapter_shapes(config, self.dims)
         if {k: tuple(v.shape) for k, v in tensors.items()} != expected:
             raise AdapterLoadError(f"weights of adapter {name!r} do not match its config")
+        for key, tensor in tensors.items():  # from memory too: the same bounds as from a file
+            check_magnitude(key, tensor, repr(name))
         self._add(name, self._host_layout(config, tensors))
 
     def _host_layout(self, config: ParaConfig, tensors: dict[str, torch.Tensor]) -> _HostAdapter:

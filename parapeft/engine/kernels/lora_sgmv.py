@@ -20,13 +20,17 @@ BLOCK_T = 16
 
 
 @triton.jit
+def _tile(tiles_ptr, tile):
+    """(first token, tokens, adapter slot) of one tile."""
+    entry = tiles_ptr + tile * 3
+    return tl.load(entry), tl.load(entry + 1), tl.load(entry + 2).to(tl.int64)
+
+
+@triton.jit
 def _shrink_kernel(x_ptr, x_stride, a_ptr, a_slot_stride, a_row_stride, tiles_ptr, low_ptr, width_in,
                    RANK: tl.constexpr, RANK_BLOCK: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
                    IEEE: tl.constexpr):
-    tile = tl.program_id(0)
-    start = tl.load(tiles_ptr + tile * 3)
-    count = tl.load(tiles_ptr + tile * 3 + 1)
-    slot = tl.load(tiles_ptr + tile * 3 + 2).to(tl.int64)
+    start, count, slot = _tile(tiles_ptr, tl.program_id(0))
     t = tl.arange(0, BLOCK_T)
     r = tl.arange(0, RANK_BLOCK)
     t_in = t < count
@@ -49,10 +53,7 @@ def _shrink_kernel(x_ptr, x_stride, a_ptr, a_slot_stride, a_row_stride, tiles_pt
 def _expand_kernel(low_ptr, b_ptr, b_slot_stride, b_row_stride, tiles_ptr, out_ptr, out_stride, width_out,
                    RANK: tl.constexpr, RANK_BLOCK: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_O: tl.constexpr,
                    IEEE: tl.constexpr):
-    tile = tl.program_id(0)
-    start = tl.load(tiles_ptr + tile * 3)
-    count = tl.load(tiles_ptr + tile * 3 + 1)
-    slot = tl.load(tiles_ptr + tile * 3 + 2).to(tl.int64)
+    start, count, slot = _tile(tiles_ptr, tl.program_id(0))
     t = tl.arange(0, BLOCK_T)
     r = tl.arange(0, RANK_BLOCK)
     o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from . import interpreted
+from .attention_tile import cache_offsets, online_softmax_step
 
 TILE = 64  # cached positions per iteration
 
@@ -51,26 +52,12 @@ def _paged_decode_kernel(q_ptr, k_ptr, v_ptr, tables_ptr, context_ptr, out_ptr, 
     for tile in range(first, last):
         position = tile * TILE + t
         valid = position < context
-        block = tl.load(tables_ptr + row * table_stride + position // BLOCK_SIZE, mask=valid, other=0)
-        base = (block.to(tl.int64) * cache_block_stride + kv_head * cache_head_stride
-                + (position % BLOCK_SIZE) * cache_position_stride)
+        base = cache_offsets(tables_ptr + row * table_stride, position, valid, kv_head, cache_block_stride,
+                             cache_head_stride, cache_position_stride, BLOCK_SIZE)
         kv_mask = valid[:, None] & d_in[None, :]
         k = tl.load(k_ptr + base[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if IEEE:
-            scores = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee") * scale
-        else:
-            scores = tl.dot(q, tl.trans(k)) * scale
-        scores = tl.where(valid[None, :], scores, float("-inf"))
-        new_maximum = tl.maximum(maximum, tl.max(scores, axis=1))
-        p = tl.exp(scores - new_maximum[:, None])
-        alpha = tl.exp(maximum - new_maximum)
         v = tl.load(v_ptr + base[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        total = total * alpha + tl.sum(p, axis=1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        maximum = new_maximum
+        maximum, total, acc = online_softmax_step(q, k, v, valid[None, :], scale, maximum, total, acc, IEEE)
     out_mask = g_in[:, None] & d_in[None, :]
     if SPLITS == 1:
         out = acc / total[:, None]

@@ -13,9 +13,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..batch import PREFILL_TILE as BLOCK_M
 from . import interpreted
+from .attention_tile import cache_offsets, online_softmax_step
 
-BLOCK_M = 64
 BLOCK_N = 64
 
 
@@ -46,29 +47,13 @@ def _prefill_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, tables_ptr, starts_p
     for n_start in range(0, end, BLOCK_N):
         n = n_start + n_offsets
         n_in = n < end
-        block = tl.load(tables_ptr + prompt * table_stride + n // BLOCK_SIZE, mask=n_in, other=0)
-        base = (block.to(tl.int64) * cache_block_stride + kv_head * cache_head_stride
-                + (n % BLOCK_SIZE) * cache_position_stride)
+        base = cache_offsets(tables_ptr + prompt * table_stride, n, n_in, kv_head, cache_block_stride,
+                             cache_head_stride, cache_position_stride, BLOCK_SIZE)
         kv_mask = n_in[:, None] & d_in[None, :]
         k = tl.load(k_ptr + base[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if IEEE:
-            scores = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee") * scale
-        else:
-            scores = tl.dot(q, tl.trans(k)) * scale
-        visible = (n[None, :] <= m[:, None]) & n_in[None, :]
-        scores = tl.where(visible, scores, float("-inf"))
-        new_maximum = tl.maximum(maximum, tl.max(scores, axis=1))
-        # rows past the prompt see no key at all: keep their maximum finite so no NaN appears
-        new_maximum = tl.where(new_maximum == float("-inf"), 0.0, new_maximum)
-        p = tl.exp(scores - new_maximum[:, None])
-        alpha = tl.exp(maximum - new_maximum)
         v = tl.load(v_ptr + base[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        total = total * alpha + tl.sum(p, axis=1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        maximum = new_maximum
+        visible = (n[None, :] <= m[:, None]) & n_in[None, :]  # causal, within the prompt
+        maximum, total, acc = online_softmax_step(q, k, v, visible, scale, maximum, total, acc, IEEE)
     out = acc / tl.where(total > 0, total, 1.0)[:, None]
     tl.store(out_ptr + (start + m)[:, None] * out_row_stride + head * HEAD_DIM + d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=m_in[:, None] & d_in[None, :])
