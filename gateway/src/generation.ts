@@ -17,6 +17,7 @@ import type { AdapterSource, Router } from './workers/router.js';
 export type EngineInput = { prompt: string } | { chat: { messages: ChatMessage[] } } | { prompt_ids: { ids: number[] } };
 
 const MAX_ATTEMPTS = 3;
+const CANCEL_TIMEOUT_MS = 2000;
 
 /** The request's own failure after it started (e.g. its adapter produced non-finite logits). */
 const failedMidway = (err: unknown) => new ApiError(400, 'invalid_request_error', clientMessage(err), 'generation_failed', 'model');
@@ -27,11 +28,14 @@ export class Generation {
   private completed = false;
   /** Tokens received so far: the completion tokens billed when no final usage arrives (cancelled, failed). */
   completionTokens = 0;
-  /** Prompt tokens, once a chunk has reported them (the last one does). */
+  /** Prompt tokens, once a chunk has reported them (the first one does). */
   promptTokens = 0;
+  /** Settles once a cancelled request's usage is known (the worker's answer to Cancel, or what was counted). */
+  private settled: Promise<void> = Promise.resolve();
 
   constructor(
     readonly worker: Worker,
+    private readonly requestId: string,
     private readonly call: grpc.ClientReadableStream<GenerateChunk>,
     private readonly iterator: AsyncIterator<GenerateChunk>,
     private readonly first: GenerateChunk,
@@ -85,12 +89,31 @@ export class Generation {
     return unavailable(`engine worker ${this.worker.address} failed during the request`);
   }
 
-  /** Stops the engine request (the client went away, or a sibling choice failed). */
+  /** Stops the engine request (the client went away, or a sibling choice failed). The worker is asked to stop
+   *  it first and answers its exact usage, tokens it generated after the last chunk read here included; the
+   *  stream is closed once it has answered (or could not). */
   cancel(): void {
     if (this.released) return;
     this.cancelledByClient = true;
-    this.call.cancel();
+    if (!this.completed) {
+      this.settled = this.worker.client.cancel(this.requestId, CANCEL_TIMEOUT_MS).then(
+        (usage) => {
+          this.promptTokens = usage.prompt_tokens || this.promptTokens;
+          this.completionTokens = Math.max(this.completionTokens, usage.completion_tokens);
+        },
+        () => {}, // no answer: the tokens counted here are what is billed
+      ).finally(() => this.call.cancel());
+    } else {
+      this.call.cancel();
+    }
     this.finish();
+  }
+
+  /** What the request used: the engine's final figures when they came (the last chunk, or its answer to
+   *  Cancel), else the prompt tokens the first chunk reported and the token ids of every chunk received. */
+  async usage(): Promise<{ promptTokens: number; completionTokens: number }> {
+    await this.settled;
+    return { promptTokens: this.promptTokens, completionTokens: this.completionTokens };
   }
 
   private finish(): void {
@@ -125,7 +148,8 @@ export class GenerationService {
         this.workerFailed(worker, err, 'LoadAdapter', tried);
         continue;
       }
-      const call = worker.client.generate({ request_id: randomUUID(), adapter: model.workerName, ...input, sampling });
+      const requestId = randomUUID();
+      const call = worker.client.generate({ request_id: requestId, adapter: model.workerName, ...input, sampling });
       call.on('error', () => {}); // errors surface through the iterator; this keeps an unread one from crashing
       worker.calls.add(call);
       worker.inflight++;
@@ -140,7 +164,7 @@ export class GenerationService {
         const first = await iterator.next();
         if (first.done) throw unavailable(`engine worker ${worker.address} ended the stream without output`);
         worker.lastProgress = Date.now();
-        return new Generation(worker, call, iterator, first.value, this.pool, release);
+        return new Generation(worker, requestId, call, iterator, first.value, this.pool, release);
       } catch (err) {
         release();
         lastError = err;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from concurrent import futures
 
 import grpc
@@ -15,6 +16,7 @@ from .service import EngineService
 
 API_VERSION = 2
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+REMEMBERED_USAGE = 4096  # ended requests whose usage Cancel still answers (a cancel may race the last chunk)
 
 # Every refusal's status code, by error type (most specific first); the gateway's failover depends on them.
 STATUS = [
@@ -55,6 +57,16 @@ class EngineServicer(pb_grpc.EngineServicer):
     def __init__(self, service: EngineService, default_max_tokens: int = 256):
         self.service = service
         self.default_max_tokens = default_max_tokens
+        self.live: dict[str, object] = {}  # request_id -> its stream, while it runs
+        self.ended: OrderedDict[str, tuple[int, int]] = OrderedDict()  # request_id -> (prompt, completion) tokens
+
+    def _ended(self, request_id: str, stream) -> None:
+        """Stop the request (if it still runs) and remember what it used."""
+        self.service.cancel(stream)
+        if request_id and self.live.pop(request_id, None) is not None:
+            self.ended[request_id] = (len(stream.request.prompt), len(stream.request.tokens))
+            while len(self.ended) > REMEMBERED_USAGE:
+                self.ended.popitem(last=False)
 
     def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext):
         kind = request.WhichOneof("input")
@@ -71,7 +83,10 @@ class EngineServicer(pb_grpc.EngineServicer):
                                          list(request.sampling.stop))
         except REFUSALS as err:
             context.abort(status_of(err), str(err))
-        context.add_callback(lambda: self.service.cancel(stream))  # client went away: free its row and blocks
+        if request.request_id:
+            self.live[request.request_id] = stream
+        # However the call ends (finished, client gone): free its row and blocks, remember its usage
+        context.add_callback(lambda: self._ended(request.request_id, stream))
         first = True
         while True:
             event = stream.events.get()
@@ -92,6 +107,15 @@ class EngineServicer(pb_grpc.EngineServicer):
             if first:  # the prompt's size from the start: a stream cut short is still billed for its prompt
                 chunk.usage.prompt_tokens, first = len(ids), False
             yield chunk
+
+    def Cancel(self, request, context):
+        stream = self.live.get(request.request_id)
+        if stream is not None:
+            self._ended(request.request_id, stream)
+        usage = self.ended.get(request.request_id)
+        if usage is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no running or recently ended request {request.request_id!r}")
+        return pb.Usage(prompt_tokens=usage[0], completion_tokens=usage[1])
 
     def LoadAdapter(self, request, context):
         try:

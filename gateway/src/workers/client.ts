@@ -70,6 +70,11 @@ export class EngineClient {
     return this.unary('UnloadAdapter', { name }, timeoutMs);
   }
 
+  /** Stops a running generation and answers what it used; it generates nothing more after the answer. */
+  cancel(requestId: string, timeoutMs: number): Promise<{ prompt_tokens: number; completion_tokens: number }> {
+    return this.unary('Cancel', { request_id: requestId }, timeoutMs);
+  }
+
   /** Starts a generation; iterate the returned stream for chunks, cancel() it to free the worker's slot. */
   generate(request: GenerateRequest): grpc.ClientReadableStream<GenerateChunk> {
     return this.client.Generate(request);

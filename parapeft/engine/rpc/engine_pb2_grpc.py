@@ -64,6 +64,11 @@ class EngineStub:
                 request_serializer=engine__pb2.StatsRequest.SerializeToString,
                 response_deserializer=engine__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/para.engine.v1.Engine/Cancel',
+                request_serializer=engine__pb2.CancelRequest.SerializeToString,
+                response_deserializer=engine__pb2.Usage.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -108,6 +113,15 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cancel(self, request, context):
+        """Stops a running request (by the request_id it was started with) and answers what it used: after the
+        answer it generates nothing more, so a client that hangs up is billed exactly. A request that ended in the
+        last few thousand answers what it had used; NOT_FOUND otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +154,11 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=engine__pb2.StatsRequest.FromString,
                     response_serializer=engine__pb2.StatsResponse.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=engine__pb2.CancelRequest.FromString,
+                    response_serializer=engine__pb2.Usage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +323,33 @@ class Engine:
             '/para.engine.v1.Engine/Stats',
             engine__pb2.StatsRequest.SerializeToString,
             engine__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/para.engine.v1.Engine/Cancel',
+            engine__pb2.CancelRequest.SerializeToString,
+            engine__pb2.Usage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,7 +99,7 @@ export class ChoiceRunner {
       // The choices that did start are cancelled, and billed for the tokens they already produced.
       const running = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
       for (const g of running) g.cancel();
-      const used = running.map(usedBy);
+      const used = await Promise.all(running.map((g) => g.usage()));
       this.accounting.finish(ctx, {
         status: statusOf(failed.reason),
         promptTokens: used.reduce((a, u) => a + u.promptTokens, 0),
@@ -134,7 +134,7 @@ export class ChoiceRunner {
             throw err;
           } finally {
             // However the choice ended (finished, cancelled, failed), it used what the worker generated for it.
-            Object.assign(result, usedBy(g));
+            Object.assign(result, await g.usage());
           }
         }),
       );
@@ -180,7 +180,7 @@ export class ChoiceRunner {
           cancelAll();
         } finally {
           // Finished, cancelled by a client that hung up, or failed: billed for what the worker generated.
-          results[k] = usedBy(g);
+          results[k] = await g.usage();
         }
       }),
     );
@@ -197,14 +197,6 @@ export class ChoiceRunner {
     }
     this.accounting.finish(ctx, { status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
   }
-}
-
-/**
- * A choice's usage: the engine's final figures when they came, else the prompt tokens any chunk reported and
- * the token ids of every chunk received (a client that hung up, a request that failed mid-way).
- */
-function usedBy(g: Generation): { promptTokens: number; completionTokens: number } {
-  return { promptTokens: g.promptTokens, completionTokens: g.completionTokens };
 }
 
 const statusOf = (err: unknown) => (err instanceof ApiError ? err.status : 500);
