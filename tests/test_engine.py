@@ -384,3 +384,22 @@ def test_load_of_hundreds_of_requests_over_many_adapters_completes_and_equals_so
         alone = solo.submit(request.prompt, request.adapter, request.sampling)
         solo.run_until_done()
         assert alone.tokens == request.tokens, (request.adapter, request.id)
+
+
+def test_a_row_whose_logits_are_not_finite_ends_alone_and_the_others_go_on():
+    """Whatever made one sequence's numbers blow up (here its PARA multipliers, set to infinity after its
+    prefill), only that request ends, with an error; the rest of the batch keeps its tokens."""
+    para = tiny_para("llama")
+    batch = prompts([6, 7, 5])
+    names = ["a", "b", BASE_ADAPTER]
+    engine = Engine(para, max_seqs=3, max_len=64)
+    requests = [engine.submit(p, n, greedy(8)) for p, n in zip(batch, names)]
+    engine.step()
+    engine.para.multipliers[:, requests[0].row] = float("inf")
+    engine.run_until_done()
+    assert requests[0].finish_reason == "error" and "not finite" in requests[0].error
+    assert len(requests[0].tokens) == 1
+    for request in requests[1:]:
+        assert request.finish_reason == "length" and request.tokens == reference(para, request.prompt,
+                                                                                  request.adapter, 8)
+    assert engine.blocks.all_free()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,6 +33,15 @@ from .sampler import BatchNeeds, Sampler
 from .sampling import SamplingParams
 from .scheduler import Scheduler
 from .sequence import Request
+
+@dataclass
+class PendingStep:
+    """A launched step whose results are on their way to the host."""
+
+    requests: list[Request]
+    needs: BatchNeeds
+    results: torch.Tensor  # [rows, 3 + 2k] float64 on the device, being computed
+
 
 NON_FINITE = "the model's output for this request is not finite (NaN or infinite logits), so no token can be drawn"
 
@@ -227,6 +237,13 @@ class Engine:
     def step(self) -> list[Request]:
         """Admit, prefill, decode one token for every running request; returns the requests that got a token
         or finished."""
+        return self.finish(self.launch())
+
+    @torch.no_grad()
+    def launch(self) -> PendingStep | None:
+        """The first half of a step: schedule it and queue all of its GPU work (passes, sampling), without
+        waiting for it. ``finish`` takes the results; in between the host is free (the service detokenises and
+        streams the previous step's tokens then). Nothing else may be launched before ``finish``."""
         plan = self.scheduler.schedule()
         self.cache.flush()
         parts = []
@@ -236,14 +253,23 @@ class Engine:
         if plan.decode:
             parts.append((plan.decode, *self._decode(plan.decode)))
         if not parts:
-            return []
+            return None
         requests = [r for part in parts for r in part[0]]
         logits = torch.cat([part[1] for part in parts]) if len(parts) > 1 else parts[0][1]
         rows = torch.cat([part[2] for part in parts]) if len(parts) > 1 else parts[0][2]
         needs = BatchNeeds.of([r.sampling for r in requests])
         tokens, packed = self.sampler.sample(logits, rows, needs)
         self.cache.last_tokens.index_copy_(0, rows, tokens)
-        touched = [r for r, values in zip(requests, packed.tolist()) if self._accept(r, values, needs)]
+        return PendingStep(requests, needs, packed)
+
+    def finish(self, pending: PendingStep | None) -> list[Request]:
+        """The second half of a step: wait for its results and apply them (tokens, stops, finished requests)."""
+        if pending is None:
+            return []
+        # One blocking copy of the whole step's results. (A non-blocking copy to a pinned buffer with an event
+        # wait measured worse on the H200 trace at 256/s: 7-14 ms per output token against 3.3-3.7.)
+        results = pending.results.cpu().tolist()
+        touched = [r for r, values in zip(pending.requests, results) if self._accept(r, values, pending.needs)]
         self.steps += 1
         return touched
 

@@ -147,9 +147,10 @@ class Sampler:
         return scores
 
     def sample(self, logits: torch.Tensor, rows: torch.Tensor, needs: BatchNeeds) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw one token per row. Returns the tokens on the device and [rows, 3 + 2k] float64 on the host:
+        """Draw one token per row. Returns the tokens and [rows, 3 + 2k] float64, both on the logits' device:
         token, its log-probability (unmodified distribution), finite flag, then k alternatives' ids and
-        log-probabilities. Rows whose logits are not finite get token 0 and flag 0."""
+        log-probabilities (the engine moves this one tensor to the host). Rows whose logits are not finite
+        get token 0 and flag 0."""
         logits = logits.float()
         finite = torch.isfinite(logits).all(dim=-1)
         logits = torch.where(finite.unsqueeze(1), logits, 0.0)
@@ -168,4 +169,4 @@ class Sampler:
         if needs.top_logprobs:
             top = logprobs.topk(needs.top_logprobs, dim=-1)
             packed = torch.cat([packed, top.indices.double(), top.values.double()], dim=1)
-        return tokens, packed.cpu()
+        return tokens, packed

@@ -124,25 +124,30 @@ class EngineService:
 
     # -------------------------------------------------------------------- loop
     def _loop(self) -> None:
+        """Steps back to back. Each iteration takes the results of the step in flight, launches the next one,
+        and only then detokenises and streams the results it took: the host's text work overlaps the GPU's
+        next step."""
+        pending = None
         while self.serving:
-            self.wake.wait(timeout=0.1)
-            while True:
-                with self.lock:
-                    if not (self.engine.waiting or self.engine.running):
-                        self.wake.clear()
-                        break
-                    try:
-                        touched = self.engine.step()
-                    except Exception as err:  # a broken step must not leave clients waiting forever
-                        for stream in list(self.streams.values()):
-                            self.engine.cancel(stream.request)
-                            stream.events.put(Event(finish_reason="failed", text=str(err)))
-                        self.streams.clear()
-                        break
-                    for request in touched:
-                        stream = self.streams.get(request.id)
-                        if stream is not None:
-                            self._publish(stream)
+            if pending is None:
+                self.wake.wait(timeout=0.1)
+            with self.lock:
+                try:
+                    touched = self.engine.finish(pending)
+                    pending = self.engine.launch() if self.engine.waiting or self.engine.running else None
+                except Exception as err:  # a broken step must not leave clients waiting forever
+                    pending = None
+                    for stream in list(self.streams.values()):
+                        self.engine.cancel(stream.request)
+                        stream.events.put(Event(finish_reason="failed", text=str(err)))
+                    self.streams.clear()
+                    continue
+                for request in touched:
+                    stream = self.streams.get(request.id)
+                    if stream is not None:
+                        self._publish(stream)
+                if pending is None and not (self.engine.waiting or self.engine.running):
+                    self.wake.clear()
 
     def _publish(self, stream: _Stream) -> None:
         """Send what is new since the last event; apply stop strings; close the stream when finished."""
