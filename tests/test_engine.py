@@ -3,6 +3,7 @@ joins, finishes, is cancelled, preempted or evicted meanwhile."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 from parapeft import BASE_ADAPTER, AdapterLoadError, ParaConfig, ParaModel, get_para_model
-from parapeft.engine import (AdapterExists, AdapterInUse, BadRequest, ConfigError, Engine, SamplingParams,
-                             UnknownAdapter)
+from parapeft.engine import (AdapterExists, AdapterInUse, BadRequest, ConfigError, Engine, EngineConfig,
+                             SamplingParams, UnknownAdapter)
 from parapeft.engine.executor import SUPPORTED
 from tiny_models import VOCAB, randomize_adapter, tiny_model
 
@@ -183,7 +184,6 @@ def test_unsupported_architecture_and_impossible_settings_are_refused():
     with pytest.raises(ConfigError, match="kv_tokens"):
         Engine(tiny_para("llama"), max_len=64, kv_tokens=32)
     with pytest.raises(ConfigError, match="either a config or options"):
-        from parapeft.engine import EngineConfig
         Engine(tiny_para("llama"), EngineConfig(), max_len=64)
 
 
@@ -296,7 +296,6 @@ def test_lora_adapters_the_engine_cannot_serve_are_refused(tmp_path):
     with pytest.raises(AdapterLoadError, match="rank 8, above the engine's maximum 4"):
         engine.load_adapter("x", tmp_path / "wide")
     config = (tmp_path / "wide" / "adapter_config.json")
-    import json
     settings = json.loads(config.read_text())
     config.write_text(json.dumps({**settings, "use_dora": True}))
     with pytest.raises(AdapterLoadError, match="use_dora"):

@@ -208,7 +208,7 @@ def test_fused_projections_share_the_modules_weights_and_give_their_outputs():
             assert layer(x).equal(want)  # the HF modules still compute what they did
         layers[1].weight[0, 0] = 7.0  # the module's parameter is a view: the fused weight sees the write
         assert fused.weight[12, 0] == 7.0
-        again = FusedLinear.build(layers)  # a second decoder on the same model shares the fused tensor
+        again = FusedLinear.build(layers)  # a second engine on the same model shares the fused tensor
         assert again.weight.data_ptr() == fused.weight.data_ptr() and fused.is_current()
         assert torch.equal(again.weight, fused.weight) and torch.equal(again.bias, fused.bias)
     assert FusedLinear.build([torch.nn.Linear(16, 4), torch.nn.Linear(16, 4, bias=False)]) is None

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -200,8 +201,6 @@ def engine_step_timing(model, mode: str, batch: int, run: Run, lora_rank: int, l
 
 
 def engine_rows(run: Run, modes: list[str], lora_ranks: list[int]) -> None:
-    import tempfile
-
     args, model, device = run.args, run.model, run.device
     max_batch = max(args.batch_sizes)
     per_rank = lora_parameters_per_rank(model.config)

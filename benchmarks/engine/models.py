@@ -59,16 +59,6 @@ def para_matched_lora_rank(model: LlamaForCausalLM) -> int:
     return max(1, round(para_parameter_count(model) / lora_parameters_per_rank(model.config)))
 
 
-def randomize_para_adapter(para, name: str, seed: int, scale: float = 0.02) -> None:
-    """Non-zero generator weights, small enough that the vectors 1 + l stay near 1."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in para.layers:
-            if name in layer.adapters:
-                for param in layer.adapters[name].parameters():
-                    param.copy_(torch.randn(param.shape, generator=generator) * scale)
-
-
 def random_para_tensors(engine, rank: int, seed: int, scale: float = 0.02) -> dict[str, torch.Tensor]:
     """The tensors of a PARA adapter (default config, ``rank``) for ``engine``'s backbone, random and small, as
     ``Engine.add_adapter`` takes them (no files written)."""

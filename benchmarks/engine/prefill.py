@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,8 +105,6 @@ def main() -> None:
                        "para: a distinct PARA adapter per prompt; lora: a distinct LoRA adapter per prompt"}
     results = ResultFile(args.output, "prefill", header, append=args.append)
     rows: list[dict] = []
-    import tempfile
-
     for shape in args.shapes:
         log(budget, f"building the {shape} backbone (random weights, {header['dtype']}) on {device}")
         model = build_backbone(shape, device, dtype)

@@ -1,7 +1,7 @@
 """The engine on the real SmolLM2-135M-Instruct with the committed PARA adapters: its greedy tokens against
 ``ParaModel.generate``, for the PyTorch decoding step and the fused (Triton) one.
 
-Random-weight backbones (``kernel_check.py``) have nearly tied logits, so there the fused and PyTorch steps
+Random-weight backbones (``engine_check.py``) have nearly tied logits, so there the fused and PyTorch steps
 pick different greedy tokens for a good part of the rows from rounding alone; a trained model's logits are
 not tied, so its tokens are the convincing check. One batch mixes every committed adapter (``--adapters``:
 copa, boolq, squad, spider, gsm8k, whichever exist), each on ``--per-task`` prompts of its task's dev split
@@ -10,8 +10,8 @@ same prompts, round-robin over the tasks). Every row decodes greedily up to ``--
 stopping at eos, three ways:
 
   reference   ``ParaModel.generate`` for each row alone (as tests/test_engine.py obtains the reference)
-  unfused     ``Engine(fused=False)``: every row in one batch, the PyTorch step (CUDA graphs on a GPU)
-  fused       ``Engine(fused=True)``: the same with the Triton kernels; only with CUDA and Triton
+  unfused     ``Engine(fused_kernels=False)``: every row in one batch, the PyTorch operations (CUDA graphs on a GPU)
+  fused       ``Engine(fused_kernels=True)``: the same with the Triton kernels; only with CUDA and Triton
 
 For each engine path against the reference, and fused against unfused: the fraction of rows whose token
 sequences are identical, and the fraction of tokens before the first divergence (per row: common prefix
@@ -134,23 +134,23 @@ def engine_tokens(para, rows: list[dict], args, fused: bool, device: str) -> tup
 
     max_len = max(len(r["prompt"]) for r in rows) + args.max_new_tokens
     graphs = False if args.no_cuda_graphs or device != "cuda" else None  # None: the engine's default
-    engine = Engine(para, slots=len(rows), max_len=max_len, cuda_graphs=graphs, fused=fused,
-                    prefill_tokens_per_step=sum(len(r["prompt"]) for r in rows))
+    engine = Engine(para, max_seqs=len(rows), max_len=max_len, cuda_graphs=graphs, fused_kernels=fused,
+                    max_step_tokens=sum(len(r["prompt"]) for r in rows) + len(rows))
     first = {}
     decode = engine._decode
 
-    def recording(slots, tokens, positions, length=None):
-        logits = decode(slots, tokens, positions, length=length)
+    def recording(decoding):
+        logits, rows_on_device = decode(decoding)
         if not first:
             first["logits"] = logits.detach().float().clone()
-            first["slots"] = slots.tolist()
-        return logits
+            first["slots"] = [r.row for r in decoding]
+        return logits, rows_on_device
 
     engine._decode = recording
     requests = [engine.submit(r["prompt"], r["adapter"], SamplingParams(max_tokens=args.max_new_tokens))
                 for r in rows]
     engine.run_until_done()
-    info = {"fused": engine.decoder.fused, "cuda_graphs": type(decode).__name__ == "GraphedStep",
+    info = {"fused": engine.executor.ops.name == "triton", "cuda_graphs": engine.graphs is not None,
             "max_len": max_len, "peak_batch": list(engine.peak_batch)}
     tokens = [r.tokens for r in requests]
     del engine, requests

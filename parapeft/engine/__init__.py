@@ -2,10 +2,9 @@
 
 from .config import EngineConfig
 from .engine import Engine
-from .errors import (AdapterExists, AdapterInUse, BadRequest, ConfigError, EngineError, EngineFull, RequestFailed,
-                     UnknownAdapter)
+from .errors import AdapterExists, AdapterInUse, BadRequest, ConfigError, EngineError, UnknownAdapter
 from .sampling import SamplingParams
 from .sequence import Request
 
 __all__ = ["AdapterExists", "AdapterInUse", "BadRequest", "ConfigError", "Engine", "EngineConfig", "EngineError",
-           "EngineFull", "Request", "RequestFailed", "SamplingParams", "UnknownAdapter"]
+           "Request", "SamplingParams", "UnknownAdapter"]

@@ -27,13 +27,5 @@ class AdapterInUse(EngineError):
     """The adapter cannot be removed now: requests waiting for a prefill still need it."""
 
 
-class RequestFailed(EngineError):
-    """The request failed by its own fault after it started (its adapter made the logits non-finite)."""
-
-
-class EngineFull(EngineError):
-    """The engine cannot take the request now (no room in its queue)."""
-
-
 class ConfigError(EngineError):
     """An engine configuration that cannot work."""

@@ -39,7 +39,6 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in admission order
         self.free_rows = list(range(config.max_seqs))
-        self._admissions = 0
         self.preemptions = 0
 
     def schedule(self) -> Plan:
@@ -74,8 +73,6 @@ class Scheduler:
                 break
             self.waiting.popleft()
             request.row = self.free_rows.pop()
-            request.admitted_at = self._admissions
-            self._admissions += 1
             self.cache.note_blocks(request.row, self.blocks.grow(request.blocks, length))
             self.running.append(request)
             plan.prefill.append(request)

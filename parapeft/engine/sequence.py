@@ -29,10 +29,9 @@ class Request:
     seed: int = 0  # the request's random stream (its own seed, or one the engine drew)
     kind: str | None = None  # its adapter's kind ("para", "lora"; None: the bare backbone), fixed at submission
     arrived: float = field(default_factory=time.monotonic)  # when it was submitted (prefill_wait_ms counts from it)
-    # Engine state: the row of the engine's per-sequence tables, the KV blocks, when it was admitted.
+    # Engine state: the row of the engine's per-sequence tables and the KV blocks it holds.
     row: int | None = None
     blocks: list[int] = field(default_factory=list)
-    admitted_at: int = -1
     recompute: bool = False  # preempted: its prompt and tokens are prefilled again, its vectors from the prompt
 
     @property

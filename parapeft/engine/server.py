@@ -19,12 +19,12 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 REMEMBERED_USAGE = 4096  # ended requests whose usage Cancel still answers (a cancel may race the last chunk)
 
 # Every refusal's status code, by error type (most specific first); the gateway's failover depends on them.
+# A request that fails by its own fault after it started (non-finite logits) ends with FAILED_PRECONDITION
+# in Generate; a step that fails ends every running request with INTERNAL.
 STATUS = [
     (errors.UnknownAdapter, grpc.StatusCode.NOT_FOUND),
     (errors.AdapterExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.AdapterInUse, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.RequestFailed, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.EngineFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (AdapterLoadError, grpc.StatusCode.INVALID_ARGUMENT),
     (FileNotFoundError, grpc.StatusCode.INVALID_ARGUMENT),

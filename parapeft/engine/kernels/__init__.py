@@ -1,8 +1,10 @@
-"""Fused kernels for the decoding step: fewer launches per layer, and PARA's per-row multiplies inside them.
+"""Triton kernels for the engine's passes: fewer launches per layer, and PARA's per-row multiplies inside them.
 
-``triton_ops`` holds the Triton kernels (RMSNorm with the residual add, rotary embedding with the cache
-writes, SiLU-and-multiply), ``paged_attention`` decode attention over the paged KV cache; ``fused_linear`` concatenates the projections that read the same input into
-one matmul. Importing this package never imports Triton: ``available()`` says whether it can be used.
+``triton_ops`` holds RMSNorm with the residual add, the rotary embedding with the cache writes and
+SiLU-and-multiply; ``paged_attention`` and ``prefill_attention`` read the paged KV cache in place (one query
+per row, or tiles of packed prompts), sharing ``attention_tile``; ``para_generator`` runs PARA's generators
+and ``lora_sgmv`` LoRA's products; ``fused_linear`` concatenates the projections that read the same input
+into one matmul. Importing this package never imports Triton: ``available()`` says whether it can be used.
 """
 
 from __future__ import annotations

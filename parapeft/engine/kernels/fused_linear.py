@@ -3,7 +3,7 @@
 The modules' weights are concatenated once into one tensor and each module's parameter is re-pointed at its
 slice (``param.data = view``): the same Parameter objects, the same numbers, no extra memory, and the HF
 modules (prefill, ``ParaModel``) keep working on them. Moving or casting the model afterwards
-(``model.to``) gives the parameters fresh storage again; ``is_current`` detects that. A second decoder on the
+(``model.to``) gives the parameters fresh storage again; ``is_current`` detects that. A second engine on the
 same model finds the parameters already adjacent in one tensor and shares it instead of concatenating again.
 """
 

@@ -1,4 +1,4 @@
-"""Triton kernels for the decoding step, each replacing a chain of small PyTorch launches.
+"""Triton kernels for the engine's layers (prefill and decoding), each replacing a chain of small PyTorch launches.
 
 Rounding: every kernel computes in float32 but rounds to the storage dtype exactly where eager PyTorch
 rounds (after the PARA multiply, after each term of the rotary sum, after SiLU, after each product), so a
@@ -6,8 +6,9 @@ bf16 step gives the eager step's numbers; only reductions (RMSNorm's mean) and `
 differ in their last float32 bit. ``_round`` is that rounding; for float32 tensors it does nothing.
 
 Every tensor's last dimension must be contiguous; rows may be strided (slices of a fused projection).
-A per-row PARA scale is read from a buffer row picked by ``scale_rows`` (the decoder passes its slot
-indices, so the vectors are never gathered into a batch-shaped copy).
+A per-row PARA scale is read from a buffer row picked by ``scale_rows`` (the executor passes each token's
+sequence row, so the vectors are never gathered into a batch-shaped copy). The rotary kernel addresses the
+cache as [slot, head, position]; the engine passes (block, offset in the block) of its paged cache.
 """
 
 from __future__ import annotations
