@@ -39,18 +39,25 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture()
-def client(tiny):
+def served(tiny):
+    """A worker on the tiny model: its stub, service and port."""
     para, tokenizer, _ = tiny
     service = EngineService(para, tokenizer, "tiny", EngineConfig(max_seqs=4, max_len=128))
     server, port = serve(service, 0)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield pb_grpc.EngineStub(channel), service
+    yield pb_grpc.EngineStub(channel), service, port
     channel.close()
     server.stop(0).wait()
     service.close()
     for name in list(para.peft_config):
         if name != "alpha":
             para.delete_adapter(name)
+
+
+@pytest.fixture()
+def client(served):
+    stub, service, _ = served
+    return stub, service
 
 
 def collect(stub, **fields):
@@ -137,7 +144,7 @@ def test_adapters_load_list_unload_and_bad_files(client, tiny, tmp_path):
         list(stub.Generate(pb.GenerateRequest(adapter="beta", prompt="the cat")))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     health = stub.Health(pb.HealthRequest())
-    assert health.serving and health.model == "tiny" and health.api_version == 2 and health.max_context == 128
+    assert health.serving and health.model == "tiny" and health.api_version == 3 and health.max_context == 128
     assert health.slots == 4 and health.vocab_size == len(tiny[1]) and health.kv_tokens >= 128
 
 
@@ -268,3 +275,78 @@ def test_cancel_stops_a_request_and_answers_exactly_what_it_generated(client):
     with pytest.raises(grpc.RpcError) as error:
         stub.Cancel(pb.CancelRequest(request_id="never-started"))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+ANSWER = {"type": "object", "additionalProperties": False, "required": ["answer"],
+          "properties": {"answer": {"type": "string", "enum": ["yes", "no", "maybe"]}}}
+
+
+def test_response_format_constrains_streams_beside_free_ones(client):
+    stub, service = client
+    constrained = pb.SamplingParams(max_tokens=40, response_format=pb.ResponseFormat(
+        type="json_schema", json_schema=json.dumps(ANSWER)))
+    free = pb.SamplingParams(max_tokens=12, ignore_eos=True)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda s: collect(stub, prompt="the cat", adapter="alpha", sampling=s),
+                                [constrained, free, constrained, free]))
+    for tokens, text, last in results[0::2]:
+        assert json.loads(text)["answer"] in ("yes", "no", "maybe") and last.finish_reason == "stop"
+    assert [len(tokens) for tokens, _, _ in results[1::2]] == [12, 12]
+    health = stub.Health(pb.HealthRequest())
+    assert health.structured_output and health.api_version == 3
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub, prompt="the cat", sampling=pb.SamplingParams(
+            response_format=pb.ResponseFormat(type="json_schema", json_schema="{oops")))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "json_schema" in error.value.details()
+
+
+def test_the_standard_grpc_health_service_answers_probes(served):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    _, _, port = served
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    probe = health_pb2_grpc.HealthStub(channel)
+    for name in ("", "para.engine.v1.Engine"):
+        assert probe.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as error:
+        probe.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    channel.close()
+
+
+def test_worker_metrics_add_up_to_what_was_sent(client):
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stub, service = client
+    port = service.metrics.serve(0)
+    assert stub.Health(pb.HealthRequest()).metrics_port == port
+
+    def scrape() -> dict[tuple[str, tuple], float]:
+        text = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    before = scrape()
+    sent = [("alpha", 5), ("", 3), ("alpha", 7), ("", 2), ("alpha", 4)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda job: collect(stub, prompt="the cat sat", adapter=job[0], sampling=pb.SamplingParams(
+            max_tokens=job[1], ignore_eos=True)), sent))
+    after = scrape()
+
+    def grew(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    prompt = results[0][2].usage.prompt_tokens
+    assert grew("para_engine_request_success_total", adapter="alpha", finished_reason="length") == 3
+    assert grew("para_engine_request_success_total", adapter="base", finished_reason="length") == 2
+    assert grew("para_engine_generation_tokens_total", adapter="alpha") == 16
+    assert grew("para_engine_generation_tokens_total", adapter="base") == 5
+    assert grew("para_engine_prompt_tokens_total", adapter="alpha") == 3 * prompt
+    assert grew("para_engine_time_to_first_token_seconds_count") == 5
+    assert grew("para_engine_step_duration_seconds_count") >= 7  # the longest request alone took 7 steps
+    assert after[("para_engine_num_requests_running", ())] == 0
+    assert after[("para_engine_kv_blocks_used", ())] == 0
+    assert ("para_engine_adapter_loads_total", (("kind", "para"),)) in after

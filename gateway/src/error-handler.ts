@@ -19,6 +19,12 @@ export function toApiError(err: unknown): ApiError {
     const issue = err.validation[0]!;
     const path = issue.instancePath.replace(/^\//, '').replaceAll('/', '.');
     const where = err.validationContext === 'body' ? '' : `${err.validationContext} `;
+    if (issue.keyword === 'unrecognized_keys') {
+      // OpenAI's answer to a field it does not know, naming the field.
+      const key = String((issue.params as { keys?: string[] }).keys?.[0] ?? '');
+      const param = path ? `${path}.${key}` : key;
+      return new ApiError(400, 'invalid_request_error', `Unrecognized request argument supplied: ${param}`, 'unknown_parameter', param);
+    }
     return new ApiError(400, 'invalid_request_error', `invalid ${where}${path ? `'${path}'` : 'body'}: ${issue.message}`, 'invalid_value', path || null);
   }
   const fastifyError = err as Partial<FastifyError>;

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { ApiError, badRequest, unavailable } from './errors.js';
 import type { GatewayMetrics } from './metrics.js';
 import { grpcStatus, isServiceError } from './workers/client.js';
-import { clientMessage, faultOf, workerDetails } from './workers/faults.js';
+import { clientMessage, faultOf, paramOf, workerDetails } from './workers/faults.js';
 import type { Worker, WorkerPool } from './workers/pool.js';
 import type { ChatMessage, GenerateChunk, SamplingParams } from './workers/proto.js';
 import type { AdapterSource, Router } from './workers/router.js';
@@ -173,7 +173,7 @@ export class GenerationService {
         if (fault === 'request') {
           // Failed by its own fault once running (say, its adapter's logits), or refused as malformed.
           if (isServiceError(err) && err.code === grpcStatus.FAILED_PRECONDITION) throw failedMidway(err);
-          throw badRequest(clientMessage(err), null, 'invalid_request');
+          throw badRequest(clientMessage(err), paramOf(err), 'invalid_request');
         }
         if (fault === 'missing_adapter') {
           // The worker lost the adapter (restarted between health checks): push it again, once per worker.

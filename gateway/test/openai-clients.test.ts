@@ -171,5 +171,8 @@ describe('openai Python package', () => {
     expect(result.completion_logprobs.length).toBeGreaterThan(0);
     expect(result.models).toEqual(['acme/beta', 'alpha', 'base']);
     expect(result.not_found).toEqual({ status: 404, code: 'model_not_found' });
+    expect(['yes', 'no', 'maybe']).toContain(result.parsed);
+    expect(result.top_logprobs).toEqual([5, 5, 5]);
+    expect(result.refused).toEqual({ tools: 'tools', reasoning_effort: 'reasoning_effort', store: 'store', colour: 'colour' });
   });
 });

@@ -24,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="adapter to load at start")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="Prometheus metrics at http://HOST:PORT/metrics (default 0: a free port, printed and "
+                        "reported in Health; -1: no metrics endpoint)")
     add_engine_arguments(p)
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this worker is gone (set by `para serve`)")
@@ -82,10 +85,14 @@ def run(args: argparse.Namespace) -> int:
     service = EngineService(model, tokenizer, args.model, config)
     for name, directory in named:
         service.load_adapter(name, directory)
+    if args.metrics_port >= 0:
+        service.metrics.serve(args.metrics_port, args.host)
     server, port = serve(service, args.port, args.host)
     engine = service.engine
+    metrics = f", metrics on port {service.metrics.port}" if service.metrics.port else ""
     print(f"engine serving {args.model} on {args.host}:{port} ({device}, {config.max_seqs} sequences, KV cache "
-          f"{engine.cache.tokens} tokens, adapters: {', '.join(engine.adapter_names()) or 'none yet'})", flush=True)
+          f"{engine.cache.tokens} tokens, adapters: {', '.join(engine.adapter_names()) or 'none yet'}{metrics})",
+          flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from .block_manager import BlockManager
 from .config import EngineConfig
 from .errors import AdapterExists, AdapterInUse, BadRequest, ConfigError, UnknownAdapter
 from .executor import Executor, plain
+from .grammar import Grammars
 from .graphs import DecodeGraphs
 from .kv_cache import PagedKVCache
 from .sampler import BatchNeeds, Sampler
@@ -41,6 +43,8 @@ class PendingStep:
     requests: list[Request]
     needs: BatchNeeds
     results: torch.Tensor  # [rows, 3 + 2k] float64 on the device, being computed
+    prefilled: int = 0  # prompt tokens its prefill pass ran
+    launched: float = field(default_factory=time.perf_counter)
 
 
 NON_FINITE = "the model's output for this request is not finite (NaN or infinite logits), so no token can be drawn"
@@ -60,8 +64,9 @@ def _projection_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 class Engine:
     def __init__(self, model: nn.Module, config: EngineConfig | None = None, eos_token_ids: set[int] | None = None,
-                 **options):
+                 tokenizer=None, **options):
         """``model``: a HF causal LM, or a ``ParaModel`` whose adapters the engine then serves too.
+        ``tokenizer``: the model's, needed only for structured output (``SamplingParams.response_format``).
         ``options`` are ``EngineConfig`` fields, for when no ``config`` is given."""
         if config is not None and options:
             raise ConfigError(f"pass either a config or options, not both ({', '.join(options)})")
@@ -96,7 +101,10 @@ class Engine:
         self.eos = eos_token_ids if eos_token_ids is not None else set(
             eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._seeds = random.Random(config.seed)
+        self.tokenizer = tokenizer
+        self._grammars: Grammars | None = None  # compiled on the first request with a response_format
         self.peak_batch = (0, 0)  # (rows, distinct adapters) of the decoding step that mixed the most adapters
+        self.peak_kinds = (0, 0)  # (kinds of row: bare, PARA, LoRA; rows) of the step that mixed the most kinds
         self.steps = 0
         if source is not None:
             for name in source.peft_config:
@@ -123,7 +131,8 @@ class Engine:
         return {"running": len(self.running), "waiting": len(self.waiting), "free_rows": len(self.free_rows),
                 "kv_blocks_total": self.blocks.num_blocks, "kv_blocks_free": self.blocks.free,
                 "preemptions": self.scheduler.preemptions, "adapters_loaded": len(self.adapter_names()),
-                "peak_batch_rows": self.peak_batch[0], "peak_batch_adapters": self.peak_batch[1]}
+                "peak_batch_rows": self.peak_batch[0], "peak_batch_adapters": self.peak_batch[1],
+                "peak_kinds": self.peak_kinds[0], "peak_kinds_rows": self.peak_kinds[1]}
 
     # --------------------------------------------------------------- adapters
     def kind_of(self, name: str) -> RowAdapters | None:
@@ -213,10 +222,21 @@ class Engine:
         if total > self.cache.tokens:
             raise BadRequest(f"prompt + max_tokens ({total}) exceeds the KV cache ({self.cache.tokens} tokens)")
         request = Request(list(prompt), adapter, sampling)
+        if sampling.response_format is not None:
+            request.matcher = self.grammars.matcher(sampling.response_format)
         request.kind = self.kind_of(adapter).kind if adapter != BASE_ADAPTER else None
         request.seed = sampling.seed if sampling.seed is not None else self._seeds.getrandbits(63)
         self.scheduler.waiting.append(request)
         return request
+
+    @property
+    def grammars(self) -> Grammars:
+        if self._grammars is None:
+            if self.tokenizer is None:
+                raise BadRequest("structured output (response_format) needs an engine built with its tokenizer",
+                                 "response_format")
+            self._grammars = Grammars(self.tokenizer, self.vocab, self.config.max_seqs, self.device)
+        return self._grammars
 
     def cancel(self, request: Request) -> None:
         self._finish(request, "cancelled")
@@ -258,9 +278,13 @@ class Engine:
         logits = torch.cat([part[1] for part in parts]) if len(parts) > 1 else parts[0][1]
         rows = torch.cat([part[2] for part in parts]) if len(parts) > 1 else parts[0][2]
         needs = BatchNeeds.of([r.sampling for r in requests])
-        tokens, packed = self.sampler.sample(logits, rows, needs)
+        # Filled on the host while the GPU runs the passes queued above.
+        constraint = self._grammars.bitmask([r.matcher for r in requests], self.device) if self._grammars else None
+        constrain = (lambda scores: self._grammars.apply(scores, constraint)) if constraint is not None else None
+        tokens, packed = self.sampler.sample(logits, rows, needs, constrain)
         self.cache.last_tokens.index_copy_(0, rows, tokens)
-        return PendingStep(requests, needs, packed)
+        prefilled = sum(len(r.prefill_tokens()) for r in plan.prefill)
+        return PendingStep(requests, needs, packed, prefilled)
 
     def finish(self, pending: PendingStep | None) -> list[Request]:
         """The second half of a step: wait for its results and apply them (tokens, stops, finished requests)."""
@@ -293,6 +317,7 @@ class Engine:
         lora = any(r.kind == "lora" for r in decoding)
         distinct = len({r.adapter for r in decoding} - {BASE_ADAPTER})
         self.peak_batch = max(self.peak_batch, (len(decoding), distinct), key=lambda p: (p[1], p[0]))
+        self.peak_kinds = max(self.peak_kinds, (len({r.kind for r in decoding}), len(decoding)))
         if self.graphs is not None:
             return self.graphs(rows, para, lora), rows
         width = max(self.blocks.blocks_for(r.cached_tokens + 1) for r in decoding)
@@ -317,7 +342,12 @@ class Engine:
             k, width = request.sampling.top_logprobs, needs.top_logprobs
             request.top_logprobs.append([(int(values[3 + j]), values[3 + width + j]) for j in range(k)])
         params = request.sampling
-        if token in self.eos and not params.ignore_eos:
+        if request.matcher is not None and not request.matcher.accept_token(token):
+            request.error = f"token {token} breaks the request's response_format grammar"
+            self._finish(request, "error")
+        elif request.matcher is not None and request.matcher.is_terminated():
+            self._finish(request, "stop")  # the grammar is complete (the end-of-sequence token it allows was drawn)
+        elif token in self.eos and not params.ignore_eos:
             self._finish(request, "stop")
         elif len(request.tokens) >= params.max_tokens:
             self._finish(request, "length")

@@ -9,7 +9,13 @@ class EngineError(ValueError):
 
 
 class BadRequest(EngineError):
-    """The request itself is malformed or out of range (prompt, sampling values, token ids, names)."""
+    """The request itself is malformed or out of range (prompt, sampling values, token ids, names).
+    ``param`` names the request field at fault when one is (the gRPC server sends it as trailing metadata,
+    so the gateway's 400 can name it too)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class UnknownAdapter(EngineError, KeyError):

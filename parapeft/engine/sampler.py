@@ -14,6 +14,7 @@ which samples exactly from ``p``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -146,8 +147,10 @@ class Sampler:
             scores = torch.empty_like(scores).scatter_(1, order, ordered)
         return scores
 
-    def sample(self, logits: torch.Tensor, rows: torch.Tensor, needs: BatchNeeds) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw one token per row. Returns the tokens and [rows, 3 + 2k] float64, both on the logits' device:
+    def sample(self, logits: torch.Tensor, rows: torch.Tensor, needs: BatchNeeds,
+               constrain: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw one token per row. ``constrain`` masks float32 logits in place (structured output's
+        grammars), after the log-probabilities are taken and before anything else. Returns the tokens and [rows, 3 + 2k] float64, both on the logits' device:
         token, its log-probability (unmodified distribution), finite flag, then k alternatives' ids and
         log-probabilities (the engine moves this one tensor to the host). Rows whose logits are not finite
         get token 0 and flag 0."""
@@ -155,6 +158,8 @@ class Sampler:
         finite = torch.isfinite(logits).all(dim=-1)
         logits = torch.where(finite.unsqueeze(1), logits, 0.0)
         logprobs = torch.log_softmax(logits, dim=-1)
+        if constrain is not None:
+            constrain(logits)
         scores = self.process(logits, rows, needs)
         tokens = scores.argmax(dim=-1)
         if needs.sampling:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import BadRequest
+from .grammar import ResponseFormat
 
 MAX_TOP_LOGPROBS = 20
 
@@ -23,6 +24,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0  # transformers/vLLM: prompt and output tokens' logits divided (or multiplied)
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
     top_logprobs: int = 0  # the most likely alternatives returned with each token (at most 20)
+    response_format: ResponseFormat | None = None  # structured output: tokens masked by a grammar
 
     @property
     def penalised(self) -> bool:
@@ -50,5 +52,7 @@ class SamplingParams:
             raise BadRequest(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
         for token, bias in self.logit_bias.items():
             if not isinstance(token, int) or token < 0 or (vocab_size is not None and token >= vocab_size):
-                raise BadRequest(f"logit_bias token ids must lie in [0, {vocab_size}), got {token!r}")
+                raise BadRequest(f"logit_bias token ids must lie in [0, {vocab_size}), got {token!r}", "logit_bias")
             number(f"logit_bias[{token}]", bias, -100.0, 100.0)
+        if self.response_format is not None:
+            self.response_format.validate()

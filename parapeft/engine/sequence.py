@@ -32,6 +32,7 @@ class Request:
     # Engine state: the row of the engine's per-sequence tables and the KV blocks it holds.
     row: int | None = None
     blocks: list[int] = field(default_factory=list)
+    matcher: object | None = None  # its grammar's state when it asked for a response_format (grammar.py)
     recompute: bool = False  # preempted: its prompt and tokens are prefilled again, its vectors from the prompt
 
     @property

@@ -6,16 +6,20 @@ from collections import OrderedDict
 from concurrent import futures
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..adapter_io import AdapterLoadError
 from . import errors
 from .rpc import engine_pb2 as pb
 from .rpc import engine_pb2_grpc as pb_grpc
+from .grammar import ResponseFormat
 from .sampling import SamplingParams
 from .service import EngineService
 
-API_VERSION = 2
+API_VERSION = 3
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Engine"].full_name  # "para.engine.v1.Engine"
+PARAM_METADATA = "param"  # trailing metadata of an INVALID_ARGUMENT: the request field at fault, when known
 REMEMBERED_USAGE = 4096  # ended requests whose usage Cancel still answers (a cancel may race the last chunk)
 
 # Every refusal's status code, by error type (most specific first); the gateway's failover depends on them.
@@ -50,6 +54,8 @@ def _sampling(message: pb.SamplingParams, default_max_tokens: int) -> SamplingPa
         repetition_penalty=message.repetition_penalty or 1.0,
         logit_bias=dict(message.logit_bias),
         top_logprobs=message.top_logprobs,
+        response_format=ResponseFormat(message.response_format.type, message.response_format.json_schema)
+        if message.HasField("response_format") and message.response_format.type not in ("", "text") else None,
     )
 
 
@@ -82,6 +88,8 @@ class EngineServicer(pb_grpc.EngineServicer):
             stream = self.service.submit(ids, request.adapter, _sampling(request.sampling, default),
                                          list(request.sampling.stop))
         except REFUSALS as err:
+            if getattr(err, "param", None):
+                context.set_trailing_metadata(((PARAM_METADATA, err.param),))
             context.abort(status_of(err), str(err))
         if request.request_id:
             self.live[request.request_id] = stream
@@ -97,9 +105,7 @@ class EngineServicer(pb_grpc.EngineServicer):
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, event.text)
             chunk = pb.GenerateChunk(request_id=request.request_id, token_ids=event.token_ids, text=event.text,
                                      logprobs=event.logprobs, finish_reason=event.finish_reason,
-                                     top_logprobs=[pb.TopLogprobs(ids=[i for i, _ in alternatives],
-                                                                  logprobs=[p for _, p in alternatives])
-                                                   for alternatives in event.top_logprobs])
+                                     top_logprobs=[self._alternatives(alternatives) for alternatives in event.top_logprobs])
             if event.finish_reason:
                 chunk.usage.prompt_tokens, chunk.usage.completion_tokens = event.prompt_tokens, event.completion_tokens
                 yield chunk
@@ -107,6 +113,11 @@ class EngineServicer(pb_grpc.EngineServicer):
             if first:  # the prompt's size from the start: a stream cut short is still billed for its prompt
                 chunk.usage.prompt_tokens, first = len(ids), False
             yield chunk
+
+    def _alternatives(self, alternatives: list[tuple[int, float]]) -> pb.TopLogprobs:
+        ids = [i for i, _ in alternatives]
+        return pb.TopLogprobs(ids=ids, logprobs=[p for _, p in alternatives],
+                              texts=[self.service.tokenizer.decode([i]) for i in ids])
 
     def Cancel(self, request, context):
         stream = self.live.get(request.request_id)
@@ -139,7 +150,8 @@ class EngineServicer(pb_grpc.EngineServicer):
         return pb.HealthResponse(serving=self.service.serving, model=self.service.model_name, api_version=API_VERSION,
                                  max_context=engine.max_len, slots=engine.config.max_seqs,
                                  kv_tokens=engine.cache.tokens, block_size=engine.config.block_size,
-                                 vocab_size=engine.vocab)
+                                 vocab_size=engine.vocab, structured_output=engine.tokenizer is not None,
+                                 metrics_port=self.service.metrics.port)
 
     def Stats(self, request, context):
         return pb.StatsResponse(**self.service.stats())
@@ -151,8 +163,14 @@ def serve(service: EngineService, port: int, host: str = "127.0.0.1", threads: i
     limits = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=limits)
     pb_grpc.add_EngineServicer_to_server(EngineServicer(service), server)
+    # The standard health service beside our own Health, for orchestrators' probes (grpc_health_probe,
+    # Kubernetes' grpc probes): "" and the engine's service name are SERVING while the worker serves.
+    probes = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(probes, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise RuntimeError(f"cannot listen on {host}:{port}")
     server.start()
+    for name in ("", SERVICE_NAME):
+        probes.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, bound

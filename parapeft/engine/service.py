@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ..model import BASE_ADAPTER
 from .config import EngineConfig
 from .engine import Engine
 from .errors import BadRequest
+from .metrics import EngineMetrics
 from .sampling import SamplingParams
 from .sequence import Request
 
@@ -46,7 +48,8 @@ class _Stream:
 class EngineService:
     def __init__(self, model, tokenizer, model_name: str, config: EngineConfig | None = None):
         """``model``: the backbone or a ``ParaModel`` (whose adapters are served too)."""
-        self.engine = Engine(model, config or EngineConfig())
+        self.engine = Engine(model, config or EngineConfig(), tokenizer=tokenizer)
+        self.metrics = EngineMetrics(self.engine)
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.lock = threading.Lock()
@@ -120,7 +123,8 @@ class EngineService:
                 "requests_finished": self.finished, "tokens_generated": self.tokens_generated,
                 "adapters_loaded": stats["adapters_loaded"], "peak_batch_rows": stats["peak_batch_rows"],
                 "peak_batch_adapters": stats["peak_batch_adapters"], "kv_blocks_total": stats["kv_blocks_total"],
-                "kv_blocks_free": stats["kv_blocks_free"], "preemptions": stats["preemptions"]}
+                "kv_blocks_free": stats["kv_blocks_free"], "preemptions": stats["preemptions"],
+                "peak_kinds": stats["peak_kinds"], "peak_kinds_rows": stats["peak_kinds_rows"]}
 
     # -------------------------------------------------------------------- loop
     def _loop(self) -> None:
@@ -134,6 +138,8 @@ class EngineService:
             with self.lock:
                 try:
                     touched = self.engine.finish(pending)
+                    if pending is not None:
+                        self.metrics.step(time.perf_counter() - pending.launched, pending.prefilled > 0)
                     pending = self.engine.launch() if self.engine.waiting or self.engine.running else None
                 except Exception as err:  # a broken step must not leave clients waiting forever
                     pending = None
@@ -173,14 +179,18 @@ class EngineService:
                           prompt_tokens=len(request.prompt), completion_tokens=len(request.tokens))
             self.finished += 1
             self.streams.pop(request.id, None)
+            self.metrics.tokens(request, len(new_ids))
+            self.metrics.ended(request, "error")
             stream.events.put(event)
             return
         event = Event(new_ids, text[len(stream.sent_text) :], request.logprobs[stream.sent_tokens :],
                       request.top_logprobs[stream.sent_tokens :], finish)
         stream.sent_tokens, stream.sent_text = len(request.tokens), text
         self.tokens_generated += len(new_ids)
+        self.metrics.tokens(request, len(new_ids))
         if finish:
             event.prompt_tokens, event.completion_tokens = len(request.prompt), len(request.tokens)
+            self.metrics.ended(request, finish)
             self.finished += 1
             self.streams.pop(request.id, None)
         stream.events.put(event)

@@ -57,5 +57,12 @@ export function clientMessage(err: unknown): string {
   return text.length > 300 ? `${text.slice(0, 297)}...` : text || 'the worker refused the request';
 }
 
+/** The request field a worker's INVALID_ARGUMENT names (its `param` trailing metadata), if any. */
+export function paramOf(err: unknown): string | null {
+  if (!isServiceError(err)) return null;
+  const value = err.metadata?.get('param')[0];
+  return typeof value === 'string' && /^[a-z_][a-z0-9_.]{0,63}$/.test(value) ? value : null;
+}
+
 /** For logs: the worker's own words. */
 export const workerDetails = detailsOf;

@@ -12,6 +12,13 @@ export interface SamplingParams {
   seed?: number;
   stop?: string[];
   ignore_eos?: boolean;
+  presence_penalty?: number;
+  frequency_penalty?: number;
+  repetition_penalty?: number;
+  /** token id -> bias */
+  logit_bias?: Record<number, number>;
+  top_logprobs?: number;
+  response_format?: { type: 'json_object' | 'json_schema'; json_schema: string };
 }
 
 export interface ChatMessage {
@@ -35,6 +42,8 @@ export interface GenerateChunk {
   logprobs: number[];
   finish_reason: string;
   usage: { prompt_tokens: number; completion_tokens: number } | null;
+  /** One per token_ids entry when sampling.top_logprobs > 0: the most likely alternatives, best first. */
+  top_logprobs: { ids: number[]; logprobs: number[]; texts: string[] }[];
 }
 
 export interface LoadAdapterRequest {
@@ -49,6 +58,7 @@ export interface AdapterInfo {
   name: string;
   parameters: number;
   base_model: string;
+  kind: string;
 }
 
 export interface HealthResponse {
@@ -68,6 +78,9 @@ export interface StatsResponse {
   adapters_loaded: number;
   peak_batch_rows: number;
   peak_batch_adapters: number;
+  /** The decoding step that mixed the most kinds of row (bare, PARA, LoRA): how many kinds, and its rows. */
+  peak_kinds: number;
+  peak_kinds_rows: number;
 }
 
 export type EngineServiceClient = grpc.Client & {

@@ -96,11 +96,17 @@ export async function generateDirect(address: string, adapter: string, input: En
     const call = client.generate({ request_id: 'direct', adapter, ...input, sampling });
     let text = '';
     let last: GenerateChunk | undefined;
+    const tokenIds: number[] = [];
+    const logprobs: number[] = [];
+    const topLogprobs: GenerateChunk['top_logprobs'] = [];
     for await (const chunk of call as AsyncIterable<GenerateChunk>) {
       text += chunk.text;
+      tokenIds.push(...chunk.token_ids);
+      logprobs.push(...chunk.logprobs);
+      topLogprobs.push(...chunk.top_logprobs);
       last = chunk;
     }
-    return { text, finishReason: last?.finish_reason, usage: last?.usage };
+    return { text, tokenIds, logprobs, topLogprobs, finishReason: last?.finish_reason, usage: last?.usage };
   } finally {
     client.close();
   }

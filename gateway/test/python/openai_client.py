@@ -5,8 +5,10 @@
 
 import json
 import sys
+from typing import Literal
 
 import openai
+import pydantic
 from openai import OpenAI
 
 
@@ -29,7 +31,30 @@ def main() -> None:
         not_found = None
     except openai.NotFoundError as err:
         not_found = {"status": err.status_code, "code": err.code}
+    # Structured output through the SDK's own helper: a pydantic model becomes a json_schema response_format.
+    class Verdict(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        answer: Literal["yes", "no", "maybe"]
+
+    parsed = client.chat.completions.parse(model=model, messages=messages, max_tokens=40, temperature=0,
+                                           response_format=Verdict)
+    top = client.chat.completions.create(model=model, messages=messages, max_tokens=3, temperature=0, logprobs=True,
+                                         top_logprobs=5)
+    refused = {}
+    for field, value in {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                         "reasoning_effort": "low", "store": True}.items():
+        try:
+            client.chat.completions.create(model=model, messages=messages, max_tokens=2, **{field: value})
+        except openai.BadRequestError as err:
+            refused[field] = err.param
+    try:
+        client.chat.completions.create(model=model, messages=messages, max_tokens=2, extra_body={"colour": "red"})
+    except openai.BadRequestError as err:
+        refused["colour"] = err.param
     print(json.dumps({
+        "parsed": parsed.choices[0].message.parsed.answer,
+        "top_logprobs": [len(t.top_logprobs) for t in top.choices[0].logprobs.content],
+        "refused": refused,
         "version": openai.__version__,
         "chat": chat.choices[0].message.content,
         "chat_usage": chat.usage.model_dump(),

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x65ngine.proto\x12\x0epara.engine.v1\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"=\n\x0c\x43hatMessages\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.para.engine.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\xf1\x02\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x12\n\nignore_eos\x18\x07 \x01(\x08\x12\x18\n\x10presence_penalty\x18\x08 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\t \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\n \x01(\x02\x12\x41\n\nlogit_bias\x18\x0b \x03(\x0b\x32-.para.engine.v1.SamplingParams.LogitBiasEntry\x12\x14\n\x0ctop_logprobs\x18\x0c \x01(\r\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x07\n\x05_seed\"\xe1\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12,\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x1c.para.engine.v1.ChatMessagesH\x00\x12.\n\nprompt_ids\x18\x05 \x01(\x0b\x32\x18.para.engine.v1.TokenIdsH\x00\x12\x30\n\x08sampling\x18\x06 \x01(\x0b\x32\x1e.para.engine.v1.SamplingParamsB\x07\n\x05input\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\",\n\x0bTopLogprobs\x12\x0b\n\x03ids\x18\x01 \x03(\r\x12\x10\n\x08logprobs\x18\x02 \x03(\x02\"\xc6\x01\n\rGenerateChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08logprobs\x18\x04 \x03(\x02\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\x12$\n\x05usage\x18\x06 \x01(\x0b\x32\x15.para.engine.v1.Usage\x12\x31\n\x0ctop_logprobs\x18\x07 \x03(\x0b\x32\x1b.para.engine.v1.TopLogprobs\"m\n\x12LoadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\x0c\x12\x0f\n\x07weights\x18\x04 \x01(\x0c\x12\x15\n\rvalidate_only\x18\x05 \x01(\x08\"Q\n\x0b\x41\x64\x61pterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x01(\x04\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\"$\n\x14UnloadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15UnloadAdapterResponse\"\x15\n\x13ListAdaptersRequest\"E\n\x14ListAdaptersResponse\x12-\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x1b.para.engine.v1.AdapterInfo\"\x0f\n\rHealthRequest\"\xa4\x01\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\r\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\r\n\x05slots\x18\x05 \x01(\r\x12\x11\n\tkv_tokens\x18\x06 \x01(\r\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x12\n\nvocab_size\x18\x08 \x01(\r\"\x0e\n\x0cStatsRequest\"\x8f\x02\n\rStatsResponse\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x0f\n\x07waiting\x18\x02 \x01(\r\x12\x12\n\nfree_slots\x18\x03 \x01(\r\x12\x19\n\x11requests_finished\x18\x04 \x01(\x04\x12\x18\n\x10tokens_generated\x18\x05 \x01(\x04\x12\x17\n\x0f\x61\x64\x61pters_loaded\x18\x06 \x01(\r\x12\x17\n\x0fpeak_batch_rows\x18\x07 \x01(\r\x12\x1b\n\x13peak_batch_adapters\x18\x08 \x01(\r\x12\x17\n\x0fkv_blocks_total\x18\t \x01(\r\x12\x16\n\x0ekv_blocks_free\x18\n \x01(\r\x12\x13\n\x0bpreemptions\x18\x0b \x01(\x04\x32\xae\x04\n\x06\x45ngine\x12L\n\x08Generate\x12\x1f.para.engine.v1.GenerateRequest\x1a\x1d.para.engine.v1.GenerateChunk0\x01\x12N\n\x0bLoadAdapter\x12\".para.engine.v1.LoadAdapterRequest\x1a\x1b.para.engine.v1.AdapterInfo\x12\\\n\rUnloadAdapter\x12$.para.engine.v1.UnloadAdapterRequest\x1a%.para.engine.v1.UnloadAdapterResponse\x12Y\n\x0cListAdapters\x12#.para.engine.v1.ListAdaptersRequest\x1a$.para.engine.v1.ListAdaptersResponse\x12G\n\x06Health\x12\x1d.para.engine.v1.HealthRequest\x1a\x1e.para.engine.v1.HealthResponse\x12\x44\n\x05Stats\x12\x1c.para.engine.v1.StatsRequest\x1a\x1d.para.engine.v1.StatsResponse\x12>\n\x06\x43\x61ncel\x12\x1d.para.engine.v1.CancelRequest\x1a\x15.para.engine.v1.Usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x65ngine.proto\x12\x0epara.engine.v1\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"=\n\x0c\x43hatMessages\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.para.engine.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\xaa\x03\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x12\n\nignore_eos\x18\x07 \x01(\x08\x12\x18\n\x10presence_penalty\x18\x08 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\t \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\n \x01(\x02\x12\x41\n\nlogit_bias\x18\x0b \x03(\x0b\x32-.para.engine.v1.SamplingParams.LogitBiasEntry\x12\x14\n\x0ctop_logprobs\x18\x0c \x01(\r\x12\x37\n\x0fresponse_format\x18\r \x01(\x0b\x32\x1e.para.engine.v1.ResponseFormat\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x07\n\x05_seed\"3\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\"\xe1\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12,\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x1c.para.engine.v1.ChatMessagesH\x00\x12.\n\nprompt_ids\x18\x05 \x01(\x0b\x32\x18.para.engine.v1.TokenIdsH\x00\x12\x30\n\x08sampling\x18\x06 \x01(\x0b\x32\x1e.para.engine.v1.SamplingParamsB\x07\n\x05input\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\";\n\x0bTopLogprobs\x12\x0b\n\x03ids\x18\x01 \x03(\r\x12\x10\n\x08logprobs\x18\x02 \x03(\x02\x12\r\n\x05texts\x18\x03 \x03(\t\"\xc6\x01\n\rGenerateChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08logprobs\x18\x04 \x03(\x02\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\x12$\n\x05usage\x18\x06 \x01(\x0b\x32\x15.para.engine.v1.Usage\x12\x31\n\x0ctop_logprobs\x18\x07 \x03(\x0b\x32\x1b.para.engine.v1.TopLogprobs\"m\n\x12LoadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\x0c\x12\x0f\n\x07weights\x18\x04 \x01(\x0c\x12\x15\n\rvalidate_only\x18\x05 \x01(\x08\"Q\n\x0b\x41\x64\x61pterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x01(\x04\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\"$\n\x14UnloadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15UnloadAdapterResponse\"\x15\n\x13ListAdaptersRequest\"E\n\x14ListAdaptersResponse\x12-\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x1b.para.engine.v1.AdapterInfo\"\x0f\n\rHealthRequest\"\xd5\x01\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\r\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\r\n\x05slots\x18\x05 \x01(\r\x12\x11\n\tkv_tokens\x18\x06 \x01(\r\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x12\n\nvocab_size\x18\x08 \x01(\r\x12\x19\n\x11structured_output\x18\t \x01(\x08\x12\x14\n\x0cmetrics_port\x18\n \x01(\r\"\x0e\n\x0cStatsRequest\"\xbc\x02\n\rStatsResponse\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x0f\n\x07waiting\x18\x02 \x01(\r\x12\x12\n\nfree_slots\x18\x03 \x01(\r\x12\x19\n\x11requests_finished\x18\x04 \x01(\x04\x12\x18\n\x10tokens_generated\x18\x05 \x01(\x04\x12\x17\n\x0f\x61\x64\x61pters_loaded\x18\x06 \x01(\r\x12\x17\n\x0fpeak_batch_rows\x18\x07 \x01(\r\x12\x1b\n\x13peak_batch_adapters\x18\x08 \x01(\r\x12\x17\n\x0fkv_blocks_total\x18\t \x01(\r\x12\x16\n\x0ekv_blocks_free\x18\n \x01(\r\x12\x13\n\x0bpreemptions\x18\x0b \x01(\x04\x12\x12\n\npeak_kinds\x18\x0c \x01(\r\x12\x17\n\x0fpeak_kinds_rows\x18\r \x01(\r2\xae\x04\n\x06\x45ngine\x12L\n\x08Generate\x12\x1f.para.engine.v1.GenerateRequest\x1a\x1d.para.engine.v1.GenerateChunk0\x01\x12N\n\x0bLoadAdapter\x12\".para.engine.v1.LoadAdapterRequest\x1a\x1b.para.engine.v1.AdapterInfo\x12\\\n\rUnloadAdapter\x12$.para.engine.v1.UnloadAdapterRequest\x1a%.para.engine.v1.UnloadAdapterResponse\x12Y\n\x0cListAdapters\x12#.para.engine.v1.ListAdaptersRequest\x1a$.para.engine.v1.ListAdaptersResponse\x12G\n\x06Health\x12\x1d.para.engine.v1.HealthRequest\x1a\x1e.para.engine.v1.HealthResponse\x12\x44\n\x05Stats\x12\x1c.para.engine.v1.StatsRequest\x1a\x1d.para.engine.v1.StatsResponse\x12>\n\x06\x43\x61ncel\x12\x1d.para.engine.v1.CancelRequest\x1a\x15.para.engine.v1.Usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,37 +42,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENIDS']._serialized_start=178
   _globals['_TOKENIDS']._serialized_end=201
   _globals['_SAMPLINGPARAMS']._serialized_start=204
-  _globals['_SAMPLINGPARAMS']._serialized_end=573
-  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=516
-  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=564
-  _globals['_GENERATEREQUEST']._serialized_start=576
-  _globals['_GENERATEREQUEST']._serialized_end=801
-  _globals['_USAGE']._serialized_start=803
-  _globals['_USAGE']._serialized_end=860
-  _globals['_TOPLOGPROBS']._serialized_start=862
-  _globals['_TOPLOGPROBS']._serialized_end=906
-  _globals['_GENERATECHUNK']._serialized_start=909
-  _globals['_GENERATECHUNK']._serialized_end=1107
-  _globals['_LOADADAPTERREQUEST']._serialized_start=1109
-  _globals['_LOADADAPTERREQUEST']._serialized_end=1218
-  _globals['_ADAPTERINFO']._serialized_start=1220
-  _globals['_ADAPTERINFO']._serialized_end=1301
-  _globals['_UNLOADADAPTERREQUEST']._serialized_start=1303
-  _globals['_UNLOADADAPTERREQUEST']._serialized_end=1339
-  _globals['_UNLOADADAPTERRESPONSE']._serialized_start=1341
-  _globals['_UNLOADADAPTERRESPONSE']._serialized_end=1364
-  _globals['_LISTADAPTERSREQUEST']._serialized_start=1366
-  _globals['_LISTADAPTERSREQUEST']._serialized_end=1387
-  _globals['_LISTADAPTERSRESPONSE']._serialized_start=1389
-  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1458
-  _globals['_HEALTHREQUEST']._serialized_start=1460
-  _globals['_HEALTHREQUEST']._serialized_end=1475
-  _globals['_HEALTHRESPONSE']._serialized_start=1478
-  _globals['_HEALTHRESPONSE']._serialized_end=1642
-  _globals['_STATSREQUEST']._serialized_start=1644
-  _globals['_STATSREQUEST']._serialized_end=1658
-  _globals['_STATSRESPONSE']._serialized_start=1661
-  _globals['_STATSRESPONSE']._serialized_end=1932
-  _globals['_ENGINE']._serialized_start=1935
-  _globals['_ENGINE']._serialized_end=2493
+  _globals['_SAMPLINGPARAMS']._serialized_end=630
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=573
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=621
+  _globals['_RESPONSEFORMAT']._serialized_start=632
+  _globals['_RESPONSEFORMAT']._serialized_end=683
+  _globals['_GENERATEREQUEST']._serialized_start=686
+  _globals['_GENERATEREQUEST']._serialized_end=911
+  _globals['_USAGE']._serialized_start=913
+  _globals['_USAGE']._serialized_end=970
+  _globals['_TOPLOGPROBS']._serialized_start=972
+  _globals['_TOPLOGPROBS']._serialized_end=1031
+  _globals['_GENERATECHUNK']._serialized_start=1034
+  _globals['_GENERATECHUNK']._serialized_end=1232
+  _globals['_LOADADAPTERREQUEST']._serialized_start=1234
+  _globals['_LOADADAPTERREQUEST']._serialized_end=1343
+  _globals['_ADAPTERINFO']._serialized_start=1345
+  _globals['_ADAPTERINFO']._serialized_end=1426
+  _globals['_UNLOADADAPTERREQUEST']._serialized_start=1428
+  _globals['_UNLOADADAPTERREQUEST']._serialized_end=1464
+  _globals['_UNLOADADAPTERRESPONSE']._serialized_start=1466
+  _globals['_UNLOADADAPTERRESPONSE']._serialized_end=1489
+  _globals['_LISTADAPTERSREQUEST']._serialized_start=1491
+  _globals['_LISTADAPTERSREQUEST']._serialized_end=1512
+  _globals['_LISTADAPTERSRESPONSE']._serialized_start=1514
+  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1583
+  _globals['_HEALTHREQUEST']._serialized_start=1585
+  _globals['_HEALTHREQUEST']._serialized_end=1600
+  _globals['_HEALTHRESPONSE']._serialized_start=1603
+  _globals['_HEALTHRESPONSE']._serialized_end=1816
+  _globals['_STATSREQUEST']._serialized_start=1818
+  _globals['_STATSREQUEST']._serialized_end=1832
+  _globals['_STATSRESPONSE']._serialized_start=1835
+  _globals['_STATSRESPONSE']._serialized_end=2151
+  _globals['_ENGINE']._serialized_start=2154
+  _globals['_ENGINE']._serialized_end=2712
 # @@protoc_insertion_point(module_scope)

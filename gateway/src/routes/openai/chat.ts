@@ -14,7 +14,13 @@ function engineMessages(messages: ChatRequest['messages']): ChatMessage[] {
   }));
 }
 
-const tokenLogprob = (t: TokenOut) => ({ token: t.text, logprob: t.logprob, bytes: [...Buffer.from(t.text, 'utf8')], top_logprobs: [] });
+const bytesOf = (text: string) => [...Buffer.from(text, 'utf8')];
+const tokenLogprob = (t: TokenOut) => ({
+  token: t.text,
+  logprob: t.logprob,
+  bytes: bytesOf(t.text),
+  top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: bytesOf(a.text) })),
+});
 
 export function chatRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): void {
   app.withTypeProvider<ZodTypeProvider>().post('/v1/chat/completions', {
@@ -30,7 +36,8 @@ export function chatRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): void {
       const maxTokens = body.max_completion_tokens != null
         ? { value: body.max_completion_tokens, param: 'max_completion_tokens' }
         : { value: body.max_tokens, param: 'max_tokens' };
-      const { ctx, resolved, specs } = prepare(deps, request, body.model, [{ chat: { messages: engineMessages(body.messages) } }], body, maxTokens);
+      const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : 0;
+      const { ctx, resolved, specs } = prepare(deps, request, body.model, [{ chat: { messages: engineMessages(body.messages) } }], body, maxTokens, { topLogprobs });
       const id = completionId('chatcmpl');
       const created = nowSeconds();
       const model = servedModel(resolved);

@@ -26,6 +26,18 @@ interface SamplingFields {
   seed?: number | null;
   stop?: string | string[] | null;
   n?: number | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  repetition_penalty?: number | null;
+  top_k?: number | null;
+  ignore_eos?: boolean | null;
+  logit_bias?: Record<string, number> | null;
+  response_format?: { type: 'text' } | { type: 'json_object' } | { type: 'json_schema'; json_schema: { schema?: Record<string, unknown> } } | null;
+}
+
+/** What the engine is asked besides the sampling fields: alternatives per token. */
+export interface ChoiceExtras {
+  topLogprobs: number;
 }
 
 export interface Prepared {
@@ -41,12 +53,13 @@ export function prepare(
   inputs: EngineInput[],
   body: SamplingFields,
   maxTokens: { value: number | null | undefined; param: string },
+  extras: ChoiceExtras = { topLogprobs: 0 },
 ): Prepared {
   const startedAt = performance.now();
   const resolved = deps.registry.resolve(request.caller, model);
   const context = deps.contextLimit();
   checkRanges(inputs, maxTokens, context);
-  const specs = choiceSpecs(deps, inputs, body, maxTokens.value);
+  const specs = choiceSpecs(deps, inputs, body, maxTokens.value, extras);
   const caller = request.caller;
   // A choice can never use more tokens than max_tokens, or without one than the context holds.
   const reserve = maxTokens.value ?? context ?? 0;
@@ -73,11 +86,19 @@ function checkRanges(inputs: EngineInput[], maxTokens: { value: number | null | 
 export const servedModel = (resolved: ResolvedModel) => (resolved.version ? `${resolved.id}@${resolved.version}` : resolved.id);
 
 /** One spec per (prompt, sample); sample j of a seeded request uses seed + j so the choices differ. */
-export function choiceSpecs(deps: Pick<OpenAIRouteDeps, 'maxChoices'>, inputs: EngineInput[], body: SamplingFields, maxTokens: number | null | undefined): ChoiceSpec[] {
+export function choiceSpecs(
+  deps: Pick<OpenAIRouteDeps, 'maxChoices'>,
+  inputs: EngineInput[],
+  body: SamplingFields,
+  maxTokens: number | null | undefined,
+  extras: ChoiceExtras = { topLogprobs: 0 },
+): ChoiceSpec[] {
   const n = body.n ?? 1;
   if (n > deps.maxChoices) throw badRequest(`n must be at most ${deps.maxChoices}`, 'n');
   if (inputs.length * n > deps.maxChoices * 8) throw badRequest(`too many choices: ${inputs.length} prompts × n=${n}`, 'n');
   const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+  const logitBias = Object.fromEntries(Object.entries(body.logit_bias ?? {}).map(([id, bias]) => [Number(id), bias]));
+  const format = responseFormatOf(body.response_format);
   const specs: ChoiceSpec[] = [];
   inputs.forEach((input, promptIndex) => {
     for (let j = 0; j < n; j++) {
@@ -85,8 +106,16 @@ export function choiceSpecs(deps: Pick<OpenAIRouteDeps, 'maxChoices'>, inputs: E
         max_tokens: maxTokens ?? 0,
         temperature: body.temperature ?? 1,
         top_p: body.top_p ?? 1,
+        top_k: Math.max(0, body.top_k ?? 0),
         stop: stop.filter((s) => s.length > 0),
+        ignore_eos: body.ignore_eos ?? false,
+        presence_penalty: body.presence_penalty ?? 0,
+        frequency_penalty: body.frequency_penalty ?? 0,
+        repetition_penalty: body.repetition_penalty ?? 1,
+        logit_bias: logitBias,
+        top_logprobs: extras.topLogprobs,
       };
+      if (format) sampling.response_format = format;
       if (body.seed != null) sampling.seed = body.seed + j;
       specs.push({ index: promptIndex * n + j, promptIndex, input, sampling });
     }
@@ -96,3 +125,12 @@ export function choiceSpecs(deps: Pick<OpenAIRouteDeps, 'maxChoices'>, inputs: E
 
 export const completionId = (prefix: string) => `${prefix}-${randomBytes(12).toString('hex')}`;
 export const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+/** The engine's response format: none for text; a JSON schema is sent as its text (the worker compiles it). */
+function responseFormatOf(format: SamplingFields['response_format']): SamplingParams['response_format'] {
+  if (!format || format.type === 'text') return undefined;
+  if (format.type === 'json_object') return { type: 'json_object', json_schema: '' };
+  // OpenAI allows a json_schema without a schema: any JSON object then.
+  if (!format.json_schema.schema) return { type: 'json_object', json_schema: '' };
+  return { type: 'json_schema', json_schema: JSON.stringify(format.json_schema.schema) };
+}

@@ -14,7 +14,8 @@ function engineInputs(prompt: CompletionRequest['prompt']): EngineInput[] {
   return (prompt as number[][]).map((ids) => ({ prompt_ids: { ids } }));
 }
 
-/** OpenAI's legacy logprobs object; top_logprobs holds only the chosen token, all the engine reports. */
+/** OpenAI's legacy logprobs object. top_logprobs holds the `logprobs` most likely alternatives of each
+ *  position and, as vLLM does, the chosen token when it is not among them. */
 function legacyLogprobs(tokens: TokenOut[], startOffset: number) {
   let offset = startOffset;
   const text_offset: number[] = [];
@@ -25,7 +26,7 @@ function legacyLogprobs(tokens: TokenOut[], startOffset: number) {
   return {
     tokens: tokens.map((t) => t.text),
     token_logprobs: tokens.map((t) => t.logprob),
-    top_logprobs: tokens.map((t) => ({ [t.text]: t.logprob })),
+    top_logprobs: tokens.map((t) => Object.fromEntries([...t.top.map((a) => [a.text, a.logprob] as const), ...(t.top.some((a) => a.text === t.text) ? [] : [[t.text, t.logprob] as const])])),
     text_offset,
   };
 }
@@ -41,7 +42,7 @@ export function completionRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): v
     },
     handler: async (request, reply): Promise<CompletionResponse | undefined> => {
       const body = request.body;
-      const { ctx, resolved, specs } = prepare(deps, request, body.model, engineInputs(body.prompt), body, { value: body.max_tokens, param: 'max_tokens' });
+      const { ctx, resolved, specs } = prepare(deps, request, body.model, engineInputs(body.prompt), body, { value: body.max_tokens, param: 'max_tokens' }, { topLogprobs: body.logprobs ?? 0 });
       const id = completionId('cmpl');
       const created = nowSeconds();
       const model = servedModel(resolved);

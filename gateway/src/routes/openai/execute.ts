@@ -19,10 +19,12 @@ export interface ChoiceSpec {
 
 export type FinishReason = 'stop' | 'length';
 
-/** One generated token as reported back: its text (see tokenTexts) and log-probability. */
+/** One generated token as reported back: its text (see tokensOf), log-probability and the most likely
+ *  alternatives when they were asked for (top_logprobs). */
 export interface TokenOut {
   text: string;
   logprob: number;
+  top: { text: string; logprob: number }[];
 }
 
 export interface ChoiceResult {
@@ -71,7 +73,11 @@ export function tokensOf(chunk: GenerateChunk, previous: TokenOut[]): TokenOut[]
     if (last) last.text += chunk.text;
     return [];
   }
-  return chunk.token_ids.map((_, i) => ({ text: i === 0 ? chunk.text : '', logprob: chunk.logprobs[i] ?? 0 }));
+  return chunk.token_ids.map((_, i) => {
+    const alternatives = chunk.top_logprobs?.[i];
+    const top = alternatives ? alternatives.ids.map((_, j) => ({ text: alternatives.texts[j] ?? '', logprob: alternatives.logprobs[j] ?? 0 })) : [];
+    return { text: i === 0 ? chunk.text : '', logprob: chunk.logprobs[i] ?? 0, top };
+  });
 }
 
 export const finishReasonOf = (engineReason: string): FinishReason => (engineReason === 'length' ? 'length' : 'stop');
