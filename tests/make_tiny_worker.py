@@ -5,11 +5,15 @@
 OUT/model is an HF checkpoint (2 layers, hidden 32, ChatML tokenizer) that ``para engine --model OUT/model``
 serves in well under a second per request on a CPU; OUT/adapters/{alpha,beta,gamma} are saved PARA adapters
 with random (non-identity) weights, so each gives output different from the bare model and from each other.
+OUT/adapters/lora is a peft LoRA adapter on q and v trained by ``para train --method lora`` on COPA for a few
+steps (at a high learning rate, so that it moves the model), exactly as that command saves it.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +37,12 @@ def main() -> None:
         para = get_para_model(load_base_model(str(model_dir))[0], config, adapter_name=name)
         randomize_adapter(para, name, seed)
         para.save_pretrained(out / "adapters" / name)
+    run = out / "lora-run"
+    subprocess.run([sys.executable, "-m", "parapeft.cli.main", "train", "--model", str(model_dir), "--task", "copa",
+                    "--method", "lora", "--rank", "4", "--lr", "0.05", "--max-steps", "6", "--train-limit", "24",
+                    "--eval-limit", "4", "--batch-size", "4", "--out", str(run), "--no-progress"],
+                   check=True, stdout=subprocess.DEVNULL)
+    shutil.copytree(run / "best", out / "adapters" / "lora")
     print(out)
 
 

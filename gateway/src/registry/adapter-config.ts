@@ -1,5 +1,6 @@
-// adapter_config.json of a PARA adapter, checked field by field as parapeft.ParaConfig does, so a malformed
-// config is a clear 400 here instead of an exception inside a worker.
+// adapter_config.json of an adapter: PARA (checked field by field as parapeft.ParaConfig does) or a peft LoRA
+// adapter (its shape-defining fields checked here; peft writes many more keys, which the worker checks
+// against what it serves), so a malformed config is a clear 400 here instead of an exception in a worker.
 import { z } from 'zod';
 
 const nullable = <T extends z.ZodType>(schema: T) => schema.nullable().optional();
@@ -26,19 +27,42 @@ export const paraAdapterConfigSchema = z
 
 export type ParaAdapterConfig = z.infer<typeof paraAdapterConfigSchema>;
 
+/** The projections the engine serves LoRA on (peft's module names in Llama-style decoders). */
+export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+
+export const loraAdapterConfigSchema = z
+  .object({
+    peft_type: z.literal('LORA'),
+    r: z.number().int().positive().max(4096),
+    lora_alpha: z.number().positive().optional(),
+    target_modules: z.union([z.array(z.enum(LORA_TARGETS, { message: `target_modules must be among ${LORA_TARGETS.join(', ')}` })).min(1), z.string().min(1)]),
+    base_model_name_or_path: nullable(z.string().max(1024)),
+  })
+  .loose();
+
+export type LoraAdapterConfig = z.infer<typeof loraAdapterConfigSchema>;
+
+export type AdapterKind = 'para' | 'lora';
+export type ParsedAdapterConfig = { kind: 'para'; config: ParaAdapterConfig } | { kind: 'lora'; config: LoraAdapterConfig };
+
 export class AdapterConfigError extends Error {}
 
-export function parseAdapterConfig(text: Buffer): ParaAdapterConfig {
+/** The config's kind from its peft_type (PARA or LORA), then its fields; anything else is refused by name. */
+export function parseAdapterConfig(text: Buffer): ParsedAdapterConfig {
   let json: unknown;
   try {
     json = JSON.parse(text.toString('utf8'));
   } catch {
     throw new AdapterConfigError('adapter_config.json is not valid JSON');
   }
-  const parsed = paraAdapterConfigSchema.safeParse(json);
+  const peftType = typeof json === 'object' && json !== null ? String((json as { peft_type?: unknown }).peft_type ?? '').toUpperCase() : '';
+  if (peftType !== 'PARA' && peftType !== 'LORA') {
+    throw new AdapterConfigError("adapter_config.json: peft_type: must be 'PARA' or 'LORA' (the kinds the engine serves)");
+  }
+  const parsed = peftType === 'PARA' ? paraAdapterConfigSchema.safeParse(json) : loraAdapterConfigSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new AdapterConfigError(`adapter_config.json: ${issue?.path.join('.') || 'root'}: ${issue?.message}`);
   }
-  return parsed.data;
+  return peftType === 'PARA' ? { kind: 'para', config: parsed.data as ParaAdapterConfig } : { kind: 'lora', config: parsed.data as LoraAdapterConfig };
 }

@@ -121,3 +121,13 @@ export async function loadDirect(address: string, name: string, path: string): P
     client.close();
   }
 }
+
+/** A worker's Stats, read directly. */
+export async function statsDirect(address: string) {
+  const client = new EngineClient(address, loadEngineService(`${REPO_ROOT}proto/engine.proto`));
+  try {
+    return await client.stats(10_000);
+  } finally {
+    client.close();
+  }
+}
