@@ -14,7 +14,7 @@ from parapeft import BASE_ADAPTER, AdapterLoadError, ParaConfig, ParaModel, get_
 from parapeft.engine import (AdapterExists, AdapterInUse, BadRequest, ConfigError, Engine, EngineConfig,
                              SamplingParams, UnknownAdapter)
 from parapeft.engine.executor import SUPPORTED
-from tiny_models import VOCAB, randomize_adapter, tiny_model
+from tiny_models import VOCAB, randomize_adapter, save_random_lora, tiny_model
 
 ADAPTERS = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-135m"
 
@@ -44,17 +44,8 @@ def greedy(n, **extra):
 
 
 def peft_lora(arch, directory, rank, seed, targets=("q_proj", "v_proj")):
-    """A peft LoRA adapter with random (non-zero) B, saved to ``directory``."""
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(tiny_model(arch), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets)))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.3)
-    model.save_pretrained(directory)
-    return model
+    """A peft LoRA adapter on a tiny model with random (non-zero) B, saved to ``directory``."""
+    return save_random_lora(tiny_model(arch), directory, rank, seed, scale=0.3, targets=targets)
 
 
 @pytest.mark.parametrize("arch", SUPPORTED)

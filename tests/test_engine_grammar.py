@@ -14,6 +14,7 @@ from parapeft.backbones import load_base_model
 from parapeft.engine import Engine, SamplingParams
 from parapeft.engine.errors import BadRequest
 from parapeft.engine.grammar import ResponseFormat
+from tiny_models import save_random_lora
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +40,8 @@ def chat_ids(tokenizer, text: str) -> list[int]:
 @pytest.fixture(scope="module")
 def lora_dir(tmp_path_factory):
     """A peft LoRA adapter on SmolLM2 (its own copy of the model) with non-zero B, so its rows differ."""
-    from peft import LoraConfig, get_peft_model
-
     directory = tmp_path_factory.mktemp("smollm2-lora")
-    peft_model = get_peft_model(load_base_model("smollm2-135m")[0],
-                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-    peft_model.save_pretrained(directory)
+    save_random_lora(load_base_model("smollm2-135m")[0], directory, rank=4, seed=0, scale=0.02)
     return directory
 
 

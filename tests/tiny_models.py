@@ -96,3 +96,19 @@ def save_tiny_checkpoint(path, corpus: list[str], chat: bool = True, vocab_size:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
+
+
+def save_random_lora(model: torch.nn.Module, directory, rank: int, seed: int, scale: float,
+                     targets=("q_proj", "v_proj")):
+    """Wrap ``model`` in a peft LoRA adapter whose B matrices are random (so it changes the output; peft
+    initialises B to zero), save it to ``directory`` and return the peft model."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets)))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    peft_model.save_pretrained(directory)
+    return peft_model
