@@ -45,9 +45,9 @@ export interface OverviewSources {
 }
 
 export async function buildOverview(s: OverviewSources): Promise<Overview> {
-  const adapterRows = s.registry.all();
-  const usageByTenant = new Map(s.usage.byTenant().map((u) => [u.tenant, u]));
-  const usageByModel = new Map(s.usage.byModel().map((u) => [u.model, u]));
+  const [adapterRows, byTenant, byModel, tenants] = await Promise.all([s.registry.all(), s.usage.byTenant(), s.usage.byModel(), s.tenants.list()]);
+  const usageByTenant = new Map(byTenant.map((u) => [u.tenant, u]));
+  const usageByModel = new Map(byModel.map((u) => [u.model, u]));
   const versions = new Map<string, { owner: string | null; versions: number }>();
   for (const row of adapterRows) {
     const id = adapterId(row.owner, row.name);
@@ -57,7 +57,7 @@ export async function buildOverview(s: OverviewSources): Promise<Overview> {
   return {
     now: Date.now(),
     backbone: s.backbone,
-    tenants: s.tenants.list().map((t) => {
+    tenants: tenants.map((t) => {
       const u = usageByTenant.get(t.name);
       return { name: t.name, adapters: adapterCount(t.name), requests: u?.requests ?? 0, prompt_tokens: u?.prompt_tokens ?? 0, completion_tokens: u?.completion_tokens ?? 0 };
     }),

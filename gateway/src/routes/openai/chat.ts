@@ -30,7 +30,7 @@ export function chatRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): void {
       const maxTokens = body.max_completion_tokens != null
         ? { value: body.max_completion_tokens, param: 'max_completion_tokens' }
         : { value: body.max_tokens, param: 'max_tokens' };
-      const { ctx, resolved, specs } = prepare(deps, request, body.model, [{ chat: { messages: engineMessages(body.messages) } }], body, maxTokens);
+      const { ctx, resolved, specs } = await prepare(deps, request, body.model, [{ chat: { messages: engineMessages(body.messages) } }], body, maxTokens);
       const id = completionId('chatcmpl');
       const created = nowSeconds();
       const model = servedModel(resolved);
