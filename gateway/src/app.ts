@@ -24,7 +24,7 @@ import { chatRoutes } from './routes/openai/chat.js';
 import { completionRoutes } from './routes/openai/completions.js';
 import { ChoiceRunner } from './routes/openai/execute.js';
 import { modelRoutes } from './routes/openai/models.js';
-import { healthRoute, metricsRoute } from './routes/ops.js';
+import { healthRoute, metricsRoute, probeRoutes } from './routes/ops.js';
 import { seedSharedAdapters } from './seed.js';
 import { TrafficWindow } from './traffic.js';
 import { requireWellFormedStrings } from './well-formed.js';
@@ -105,6 +105,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     metricsRoute(scope, metrics);
   });
   healthRoute(app, pool);
+  probeRoutes(app, pool, store.ping);
   openApiRoute(app);
   if (existsSync(config.dashboardDir)) {
     await app.register(fastifyStatic, { root: config.dashboardDir, prefix: '/dashboard/' });

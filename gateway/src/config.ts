@@ -25,8 +25,8 @@ export const gatewayOptionsSchema = z.object({
    * for one gateway; ':memory:' keeps everything in memory (tests).
    */
   db: z.string().min(1).default('para-gateway.db'),
-  /** PostgreSQL connections this gateway opens at most (ignored for SQLite, which has one). */
-  dbPoolSize: z.number().int().positive().max(1000).default(10),
+  /** PostgreSQL connections this gateway opens at most (default 10); refused with SQLite, which has one. */
+  dbPoolSize: z.number().int().positive().max(1000).optional(),
   /**
    * Uploaded adapters are stored below this folder (as blobs named by their SHA-256); replicas must all see
    * the same folder (a shared filesystem).

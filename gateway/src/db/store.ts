@@ -2,6 +2,7 @@
 // windows, on SQLite (embedded, one gateway) or PostgreSQL (shared by replicas). Both back-ends run the same
 // Kysely queries and the same migrations; what differs is the connection and a few column types.
 import type Database from 'better-sqlite3';
+import { sql } from 'kysely';
 import type pg from 'pg';
 import { type AdapterVersion, AdapterStore } from './adapters.js';
 import { KeyStore } from './keys.js';
@@ -28,6 +29,8 @@ export interface Store {
    * transaction; returns the tenant and the versions marked (their files are the caller's to free), or
    * undefined when there is no such tenant.
    */
+  /** Resolves when the database answers a trivial query. */
+  ping(): Promise<void>;
   removeTenant(name: string): Promise<{ tenant: Tenant; adapters: AdapterVersion[] } | undefined>;
   close(): Promise<void>;
 }
@@ -39,6 +42,13 @@ export interface StoreOptions {
   onConnectionError?: (err: Error) => void;
 }
 
+export class StoreConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreConfigError';
+  }
+}
+
 /** A store for `--db`: a postgres:// or postgresql:// URL, else a SQLite file (':memory:' for none). Migrates. */
 export async function openStore(db: string, options: StoreOptions = {}): Promise<Store> {
   let handles: { db: Db; limiterConnection: LimiterConnection };
@@ -46,6 +56,7 @@ export async function openStore(db: string, options: StoreOptions = {}): Promise
     const pgHandles = openPostgres(db, options.poolSize ?? 10, options.onConnectionError ?? (() => undefined));
     handles = { db: pgHandles.db, limiterConnection: { dialect: 'postgres', client: pgHandles.raw } };
   } else {
+    if (options.poolSize !== undefined) throw new StoreConfigError('a connection pool size applies to PostgreSQL only; --db names a SQLite file');
     const sqlite = openSqlite(db);
     handles = { db: sqlite.db, limiterConnection: { dialect: 'sqlite', client: sqlite.raw } };
   }
@@ -64,6 +75,9 @@ export async function openStore(db: string, options: StoreOptions = {}): Promise
     adapters: new AdapterStore(handles.db),
     usage: new UsageStore(handles.db),
     limiterConnection: handles.limiterConnection,
+    ping: async () => {
+      await sql`SELECT 1`.execute(handles.db);
+    },
     removeTenant: (name) =>
       handles.db.transaction().execute(async (trx) => {
         const tenants = new TenantStore(trx);
