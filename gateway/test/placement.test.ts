@@ -6,8 +6,8 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { CliError } from '../src/cli/args.js';
-import { placeWorkers } from '../src/cli/placement.js';
+import { CliError } from '../src/platform/args.js';
+import { placeWorkers } from '../src/platform/placement.js';
 import { cliEnv, runCli, startServe } from './helpers/cli.js';
 import { PYTHON, REPO_ROOT } from './helpers/paths.js';
 

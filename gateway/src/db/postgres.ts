@@ -21,13 +21,22 @@ function numericTypes(): pg.CustomTypesConfig {
 
 export interface PostgresHandles {
   db: Kysely<Tables>;
-  /** The same pool, for the rate limiter's table (rate-limiter-flexible's RateLimiterPostgres). */
-  raw: pg.Pool;
+  /** A pool of its own for the rate limiter's table (rate-limiter-flexible's RateLimiterPostgres). */
+  limiter: pg.Pool;
 }
 
+/**
+ * The stores' pool, and a smaller one for the rate limiter whose sessions commit without waiting for the
+ * WAL flush (synchronous_commit off): a window lost to a database crash only lets a tenant start its minute
+ * afresh, and not waiting for the disk takes a flush off the admission of every request. Usage, tenants,
+ * keys and adapters keep the durable default.
+ */
 export function openPostgres(url: string, poolSize: number, onIdleError: (err: Error) => void): PostgresHandles {
-  const raw = new pg.Pool({ connectionString: url, max: poolSize, types: numericTypes() });
+  const types = numericTypes();
+  const main = new pg.Pool({ connectionString: url, max: poolSize, types });
+  const limiter = new pg.Pool({ connectionString: url, max: Math.max(2, Math.ceil(poolSize / 2)), types, options: '-c synchronous_commit=off' });
   // An idle client's connection that drops (the server restarted) is reported here, not thrown at the process.
-  raw.on('error', onIdleError);
-  return { db: new Kysely<Tables>({ dialect: new PostgresDialect({ pool: raw }) }), raw };
+  main.on('error', onIdleError);
+  limiter.on('error', onIdleError);
+  return { db: new Kysely<Tables>({ dialect: new PostgresDialect({ pool: main }) }), limiter };
 }

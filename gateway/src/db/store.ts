@@ -51,20 +51,22 @@ export class StoreConfigError extends Error {
 
 /** A store for `--db`: a postgres:// or postgresql:// URL, else a SQLite file (':memory:' for none). Migrates. */
 export async function openStore(db: string, options: StoreOptions = {}): Promise<Store> {
-  let handles: { db: Db; limiterConnection: LimiterConnection };
+  let handles: { db: Db; limiterConnection: LimiterConnection; closeLimiter: () => Promise<void> };
   if (isPostgresUrl(db)) {
     const pgHandles = openPostgres(db, options.poolSize ?? 10, options.onConnectionError ?? (() => undefined));
-    handles = { db: pgHandles.db, limiterConnection: { dialect: 'postgres', client: pgHandles.raw } };
+    handles = { db: pgHandles.db, limiterConnection: { dialect: 'postgres', client: pgHandles.limiter }, closeLimiter: () => pgHandles.limiter.end() };
   } else {
     if (options.poolSize !== undefined) throw new StoreConfigError('a connection pool size applies to PostgreSQL only; --db names a SQLite file');
     const sqlite = openSqlite(db);
-    handles = { db: sqlite.db, limiterConnection: { dialect: 'sqlite', client: sqlite.raw } };
+    // The limiter shares the one connection, which Kysely closes.
+    handles = { db: sqlite.db, limiterConnection: { dialect: 'sqlite', client: sqlite.raw }, closeLimiter: async () => undefined };
   }
   const dialect = handles.limiterConnection.dialect;
   try {
     await migrateToLatest(handles.db, dialect);
   } catch (err) {
     await handles.db.destroy();
+    await handles.closeLimiter();
     throw err;
   }
   return {
@@ -88,6 +90,9 @@ export async function openStore(db: string, options: StoreOptions = {}): Promise
         await new UsageStore(trx).forgetTenant(tenant.id);
         return { tenant, adapters };
       }),
-    close: () => handles.db.destroy(),
+    close: async () => {
+      await handles.closeLimiter();
+      await handles.db.destroy();
+    },
   };
 }

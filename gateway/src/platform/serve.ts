@@ -5,9 +5,7 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { type Gateway, startGateway } from '../app.js';
-import { isPostgresUrl } from '../db/postgres.js';
-import { ParaClient } from '../sdk/index.js';
+import { type Gateway, ParaClient, isPostgresUrl, startGateway } from '../index.js';
 import { CliError, type Command, messageOf, optionalIntFlag, parseCommand } from './args.js';
 import { runDemo } from './demo.js';
 import { DEFAULT_MODEL, defaultDataDir, pythonCommand, repoRoot } from './env.js';
@@ -32,7 +30,8 @@ Engine workers:
   --device DEV         torch device of the workers: cuda, cpu, mps (default: cuda when a GPU is found,
                        else cpu)
   --gpus LIST          on CUDA, the GPUs to use, as CUDA_VISIBLE_DEVICES names them (e.g. 0,2); default
-                       CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists. Worker i sees only GPU i
+                       CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists; worker i sees only the
+                       i-th of them
   --workers-per-gpu N  allow N workers on one GPU (default 1: more workers than GPUs is an error)
   --slots N            concurrent sequences per worker (default: the engine's, 16)
   --max-len N          tokens per sequence, prompt included (default: the engine's, 2048)
