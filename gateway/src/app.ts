@@ -71,7 +71,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const metrics = new GatewayMetrics(pool);
   const traffic = new TrafficWindow();
   const runner = new ChoiceRunner(new GenerationService(pool, router, metrics, logger), new Accounting(usage, metrics, traffic));
-  const auth = new Authenticator(config.operatorKey, keys, tenants);
+  const auth = new Authenticator(config.operatorKey, keys);
 
   const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, bodyLimit: config.maxBodyBytes, frameworkErrors: routingError });
   app.setValidatorCompiler(validatorCompiler);

@@ -2,7 +2,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { KeyStore } from './db/keys.js';
-import type { Tenant, TenantStore } from './db/tenants.js';
+import type { Tenant } from './db/tenants.js';
 import { forbidden, unauthorized } from './errors.js';
 
 export type Caller = { kind: 'operator' } | { kind: 'tenant'; tenant: Tenant };
@@ -21,7 +21,6 @@ export class Authenticator {
   constructor(
     operatorKey: string | undefined,
     private readonly keys: KeyStore,
-    private readonly tenants: TenantStore,
   ) {
     this.operatorDigest = operatorKey ? digest(operatorKey) : undefined;
   }
@@ -31,8 +30,7 @@ export class Authenticator {
     if (!match?.[1]) throw unauthorized('missing API key: send Authorization: Bearer <key>');
     const key = match[1];
     if (this.operatorDigest && timingSafeEqual(digest(key), this.operatorDigest)) return { kind: 'operator' };
-    const tenantId = await this.keys.tenantIdForKey(key);
-    const tenant = tenantId === undefined ? undefined : await this.tenants.byId(tenantId);
+    const tenant = await this.keys.tenantForKey(key);
     if (!tenant) throw unauthorized('invalid API key');
     return { kind: 'tenant', tenant };
   }

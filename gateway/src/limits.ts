@@ -1,5 +1,6 @@
-// Per-tenant rate limits over a minute, kept in the store (rate-limiter-flexible's RateLimiterPostgres or
-// RateLimiterSQLite), so every replica on one PostgreSQL counts against the same windows. Keyed by tenant id
+// Per-tenant rate limits over a minute, with rate-limiter-flexible: in PostgreSQL (RateLimiterPostgres), so
+// every replica on one database counts against the same windows, or in memory (RateLimiterMemory) for a
+// gateway on SQLite, which is the only one using its file. Keyed by tenant id
 // (never reused). A request is admitted with its cost: its choices count as requests at once, and its most
 // possible tokens (max_tokens per choice) are reserved, so requests running in parallel, on any replica, can
 // never together overrun the tokens per minute. When it ends the reservation is settled to the tokens it really
@@ -7,9 +8,9 @@
 // gets 429 with Retry-After until its window ends.
 //
 // Each window is fixed: it starts with a tenant's first request and lasts a minute. Every step is one atomic
-// upsert in the database (add points, read the total back); a request that would go over is added, seen to
-// be over and taken back, so two replicas racing at the limit can both refuse, never both admit.
-import { RateLimiterPostgres, type RateLimiterRes, RateLimiterSQLite } from 'rate-limiter-flexible';
+// add-and-read (an upsert in PostgreSQL); a request that would go over is added, seen to be over and taken
+// back, so two replicas racing at the limit can both refuse, never both admit.
+import { RateLimiterMemory, RateLimiterPostgres, type RateLimiterRes } from 'rate-limiter-flexible';
 import { RATE_LIMIT_TABLE } from './db/migrations.js';
 import type { LimiterConnection } from './db/store.js';
 import { ApiError } from './errors.js';
@@ -39,15 +40,15 @@ export interface Admission {
 
 export const NO_ADMISSION: Admission = { settle: async () => undefined, refund: async () => undefined };
 
-type Window = RateLimiterPostgres | RateLimiterSQLite;
+type Window = RateLimiterPostgres | RateLimiterMemory;
 
 function windowIn(connection: LimiterConnection, keyPrefix: string): Window {
   // points is the limiter's own ceiling, unused here: each tenant's limit is compared below, so it is set out
-  // of reach. The table is created by migration 003.
-  const common = { keyPrefix, points: Number.MAX_SAFE_INTEGER, duration: WINDOW_S, tableName: RATE_LIMIT_TABLE, tableCreated: true };
+  // of reach. The PostgreSQL table is created by migration 003.
+  const common = { keyPrefix, points: Number.MAX_SAFE_INTEGER, duration: WINDOW_S };
   return connection.dialect === 'postgres'
-    ? new RateLimiterPostgres({ ...common, storeClient: connection.client, storeType: 'pool' })
-    : new RateLimiterSQLite({ ...common, storeClient: connection.client, storeType: 'better-sqlite3' });
+    ? new RateLimiterPostgres({ ...common, storeClient: connection.client, storeType: 'pool', tableName: RATE_LIMIT_TABLE, tableCreated: true })
+    : new RateLimiterMemory(common);
 }
 
 /** When a window read back now ends, in ms since the epoch. */

@@ -1,6 +1,7 @@
 // API keys: only their SHA-256 is stored; the key itself is shown once, when created.
 import { createHash, randomBytes } from 'node:crypto';
 import type { Db } from './schema.js';
+import type { Tenant } from './tenants.js';
 import { nowSeconds } from './time.js';
 
 export const KEY_PREFIX = 'sk-para-';
@@ -24,10 +25,14 @@ export class KeyStore {
     return { ...record, key };
   }
 
-  /** The tenant id owning this key, if any. */
-  async tenantIdForKey(key: string): Promise<number | undefined> {
-    const row = await this.db.selectFrom('api_keys').select('tenant_id').where('hash', '=', sha256Hex(key)).executeTakeFirst();
-    return row?.tenant_id;
+  /** The tenant owning this key, if any: one query, as every request asks it. */
+  async tenantForKey(key: string): Promise<Tenant | undefined> {
+    return this.db
+      .selectFrom('api_keys as k')
+      .innerJoin('tenants as t', 't.id', 'k.tenant_id')
+      .select(['t.id', 't.name', 't.rpm', 't.tpm', 't.created'])
+      .where('k.hash', '=', sha256Hex(key))
+      .executeTakeFirst();
   }
 
   async list(tenantId: number): Promise<ApiKeyRecord[]> {

@@ -74,11 +74,13 @@ const blobs: Migration = {
   },
 };
 
-// The rate limiter's windows (rate-limiter-flexible's table layout: key, points, expire in ms), created here
-// rather than by the library so replicas starting together do not race to create it, and with BIGINT points:
-// a tokens-per-minute limit can be far above 2^31.
+// The rate limiter's windows on PostgreSQL (rate-limiter-flexible's table layout: key, points, expire in ms),
+// created here rather than by the library so replicas starting together do not race to create it, and with
+// BIGINT points: a tokens-per-minute limit can be far above 2^31. A SQLite file serves one gateway, which
+// keeps its windows in memory (limits.ts), so there is nothing to create.
 const rateLimits = (dialect: Dialect): Migration => ({
   async up(db: Kysely<any>) {
+    if (dialect === 'sqlite') return;
     await db.schema
       .createTable(RATE_LIMIT_TABLE)
       .addColumn('key', 'text', (c) => c.primaryKey())

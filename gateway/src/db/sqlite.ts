@@ -39,8 +39,6 @@ function upgradeFromVersion0(db: Database.Database): void {
 
 export interface SqliteHandles {
   db: Kysely<Tables>;
-  /** The same connection, for the rate limiter's table (rate-limiter-flexible's RateLimiterSQLite). */
-  raw: Database.Database;
 }
 
 /** Opens (creating if needed) a SQLite file; ':memory:' keeps everything in memory. */
@@ -50,5 +48,5 @@ export function openSqlite(file: string): SqliteHandles {
   raw.pragma('synchronous = NORMAL');
   raw.pragma('foreign_keys = ON');
   upgradeFromVersion0(raw);
-  return { db: new Kysely<Tables>({ dialect: new SqliteDialect({ database: raw }) }), raw };
+  return { db: new Kysely<Tables>({ dialect: new SqliteDialect({ database: raw }) }) };
 }

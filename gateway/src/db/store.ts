@@ -1,7 +1,6 @@
 // The one storage interface the gateway uses: tenants, keys, adapter versions, usage and the rate limiter's
 // windows, on SQLite (embedded, one gateway) or PostgreSQL (shared by replicas). Both back-ends run the same
 // Kysely queries and the same migrations; what differs is the connection and a few column types.
-import type Database from 'better-sqlite3';
 import { sql } from 'kysely';
 import type pg from 'pg';
 import { type AdapterVersion, AdapterStore } from './adapters.js';
@@ -13,8 +12,12 @@ import { openSqlite } from './sqlite.js';
 import { type Tenant, TenantStore } from './tenants.js';
 import { UsageStore } from './usage.js';
 
-/** The connection rate-limiter-flexible keeps its windows through (RateLimiterSQLite or RateLimiterPostgres). */
-export type LimiterConnection = { dialect: 'sqlite'; client: Database.Database } | { dialect: 'postgres'; client: pg.Pool };
+/**
+ * Where the rate limiter keeps its windows: in PostgreSQL, shared by every replica (RateLimiterPostgres), or
+ * for a SQLite store, which serves one gateway, in that gateway's memory (RateLimiterMemory): exact for the one
+ * process, and three writes per request cheaper.
+ */
+export type LimiterConnection = { dialect: 'sqlite' } | { dialect: 'postgres'; client: pg.Pool };
 
 export interface Store {
   readonly dialect: Dialect;
@@ -58,8 +61,7 @@ export async function openStore(db: string, options: StoreOptions = {}): Promise
   } else {
     if (options.poolSize !== undefined) throw new StoreConfigError('a connection pool size applies to PostgreSQL only; --db names a SQLite file');
     const sqlite = openSqlite(db);
-    // The limiter shares the one connection, which Kysely closes.
-    handles = { db: sqlite.db, limiterConnection: { dialect: 'sqlite', client: sqlite.raw }, closeLimiter: async () => undefined };
+    handles = { db: sqlite.db, limiterConnection: { dialect: 'sqlite' }, closeLimiter: async () => undefined };
   }
   const dialect = handles.limiterConnection.dialect;
   try {

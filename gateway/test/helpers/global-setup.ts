@@ -21,7 +21,10 @@ export default async function setup(project: TestProject) {
   project.provide('postgresUrl', postgres.baseUrl);
   const dir = mkdtempSync(join(tmpdir(), 'para-gateway-tiny-'));
   const made = spawnSync(PYTHON, [join(REPO_ROOT, 'tests', 'make_tiny_worker.py'), dir], { encoding: 'utf8' });
-  if (made.status !== 0) throw new Error(`make_tiny_worker.py failed:\n${made.stderr}`);
+  if (made.status !== 0) {
+    postgres.stop();
+    throw new Error(`make_tiny_worker.py failed:\n${made.stderr}`);
+  }
   project.provide('tinyDir', dir);
   return () => {
     rmSync(dir, { recursive: true, force: true });
