@@ -14,7 +14,7 @@ import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import http from 'node:http';
 import net from 'node:net';
 import { createRequire } from 'node:module';
-import { availableParallelism, cpus, platform, release, tmpdir, totalmem } from 'node:os';
+import { availableParallelism, cpus, loadavg, platform, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -259,6 +259,8 @@ function table(direct, results) {
 }
 
 async function main() {
+  // The machine may be shared: its load before and after goes into the report, to read the figures by.
+  const loadBefore = loadavg().map((v) => round(v));
   const fakeScript = join(HERE, 'overhead.mjs');
   const engines = [];
   for (let i = 0; i < 2; i++) engines.push(await startProcess(process.execPath, [fakeScript, '--fake-engine'], /engine serving fake on (\S+) /));
@@ -296,6 +298,7 @@ async function main() {
     date: new Date().toISOString(),
     machine: { platform: `${platform()} ${release()}`, cpus: availableParallelism(), cpu_model: cpus()[0]?.model ?? 'unknown', memory_gib: round(totalmem() / 2 ** 30, 1) },
     node: process.version,
+    load_average_1_5_15_min: { before: loadBefore, after: loadavg().map((v) => round(v)) },
     notes:
       'two instant fake engines (overhead.mjs --fake-engine), gateway replicas as node gateway/dist/main.js --log-level warn, PostgreSQL 15 (a private cluster, fsync on) and the load generator all on this machine; non-streamed chat completions, model "base", 8 tokens; requests round-robin over the replicas over keep-alive node:http; added latency = gateway - direct gRPC to one engine, one request at a time',
     plan: PLAN,

@@ -118,9 +118,10 @@ export class AdapterRegistry {
       owner, name, sha256: weightsSha256, config_sha256: configSha256, bytes: files.weights.length,
       parameters: Number(info?.parameters) || parameters, dir: '', created: nowSeconds(),
     });
-    // A delete of the last version using the same content may have removed a blob between its write and the
-    // row's insert (it saw no row using it); now that the row exists, no later delete removes it, so put back
-    // what is missing.
+    // A delete of the last other version with the same content, on any replica, may have found the blob unused
+    // just before this row went in and removed it: put back what is missing. (That delete's check and removal
+    // can still straddle this check; the version's next load onto a worker would then fail until uploaded
+    // again. Deletes and uploads of identical bytes at the same moment are what it takes.)
     if (!(await this.files.hasBlob(configSha256))) await this.files.putBlob(files.config);
     if (!(await this.files.hasBlob(weightsSha256))) await this.files.putBlob(files.weights);
     return view(await this.store.versions(owner, name), row.version);
