@@ -10,6 +10,8 @@ import { CliError } from '../src/platform/args.js';
 import { placeWorkers } from '../src/platform/placement.js';
 import { cliEnv, runCli, startServe } from './helpers/cli.js';
 import { PYTHON, REPO_ROOT } from './helpers/paths.js';
+import { freshDatabase } from './helpers/postgres.js';
+import pg from 'pg';
 
 const none = () => [];
 const gpusOf = (p: ReturnType<typeof placeWorkers>) => p.workers.map((w) => w.env.CUDA_VISIBLE_DEVICES);
@@ -61,14 +63,15 @@ describe('para serve --workers 2 --device cuda', () => {
   const python = join(dir, 'python');
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('gives each worker process its own GPU through CUDA_VISIBLE_DEVICES', async () => {
+  it('gives each worker process its own GPU through CUDA_VISIBLE_DEVICES (and keeps its state in PostgreSQL with --db)', async () => {
     rmSync(probeDir, { recursive: true, force: true });
     mkdirSync(probeDir, { recursive: true });
     writeFileSync(python, `#!/bin/sh\nexec ${PYTHON} ${join(REPO_ROOT, 'gateway', 'test', 'python', 'placement_probe.py')} "$@"\n`);
     chmodSync(python, 0o755);
     const env = cliEnv({ PARA_PYTHON: python, PROBE_DIR: probeDir, CUDA_VISIBLE_DEVICES: '0,1' });
     const tiny = inject('tinyDir');
-    const serve = await startServe(['--workers', '2', '--device', 'cuda', '--model', join(tiny, 'model'), '--port', '0', '--data-dir', join(dir, 'data'), '--slots', '2'], env);
+    const db = await freshDatabase(inject('postgresUrl'), 'serve');
+    const serve = await startServe(['--workers', '2', '--device', 'cuda', '--model', join(tiny, 'model'), '--port', '0', '--data-dir', join(dir, 'data'), '--slots', '2', '--db', db], env);
     try {
       expect(serve.output).toContain('on GPUs 0, 1');
       const records = readdirSync(probeDir).map((f) => JSON.parse(readFileSync(join(probeDir, f), 'utf8')) as { args: string[]; cuda_visible_devices: string });
@@ -79,6 +82,14 @@ describe('para serve --workers 2 --device cuda', () => {
       const end = Date.now() + 30_000;
       while ((await healthy()) < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
       expect(await healthy()).toBe(2);
+      // The demo tenants went into the PostgreSQL database named by --db.
+      const client = new pg.Client({ connectionString: db });
+      await client.connect();
+      try {
+        expect((await client.query('SELECT name FROM tenants ORDER BY name')).rows.map((r) => r.name)).toEqual(['acme', 'globex']);
+      } finally {
+        await client.end();
+      }
     } finally {
       serve.process.kill('SIGTERM');
       await serve.exited;
