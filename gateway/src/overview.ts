@@ -18,6 +18,9 @@ export const overviewSchema = z.object({
     z.object({
       address: z.string(),
       healthy: z.boolean(),
+      /** Sequences it decodes at once and tokens per sequence, from its Health reply (0 until one came). */
+      slots: z.number().int(),
+      max_context: z.number().int(),
       inflight: z.number().int(),
       running: z.number().int(),
       waiting: z.number().int(),
@@ -65,6 +68,8 @@ export async function buildOverview(s: OverviewSources): Promise<Overview> {
     workers: s.pool.workers.map((w) => ({
       address: w.address,
       healthy: w.healthy,
+      slots: w.maxContext > 0 ? w.slots : 0,
+      max_context: w.maxContext,
       inflight: w.inflight,
       running: w.stats?.running ?? 0,
       waiting: w.stats?.waiting ?? 0,

@@ -59,7 +59,9 @@ describe('two replicas on one PostgreSQL', () => {
   it('learns each worker\'s slots from its Health reply', async () => {
     const overview = (await a.admin.overview()).workers;
     expect(overview.map((w) => w.address)).toEqual(workers.map((w) => w.address));
-    expect(overview.map((w) => w.free_slots)).toEqual(SLOTS);
+    expect(overview.map((w) => w.slots)).toEqual(SLOTS); // from Health
+    expect(overview.map((w) => w.max_context)).toEqual([2048, 2048]);
+    expect(overview.map((w) => w.free_slots)).toEqual(SLOTS); // from Stats, all free while idle
   });
 
   it('enforces the requests per minute on the sum of both replicas, and counts usage exactly', async () => {
