@@ -3,13 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help install install-python install-node browser demo finetune-demo test test-python test-node test-fast \
+.PHONY: help install install-python install-node browser postgres demo finetune-demo test test-python test-node test-fast \
         bench-core bench-gateway proto clean
 
 help:
 	@echo "make demo           main job: the serving platform on the embedded SmolLM2-135M, two tenants in one batch"
 	@echo "make finetune-demo  fine-tune PARA on COPA on this machine, then a mixed-adapter batch"
-	@echo "make test           the whole test suite: Python, gateway and dashboard (downloads the embedded model once)"
+	@echo "make test           the whole test suite: Python, gateway (SQLite and PostgreSQL) and dashboard (downloads the embedded model once)"
 	@echo "make test-fast      Python tests on tiny random models only"
 	@echo "make bench-core     parameter counts and CPU step time (benchmarks/core)"
 	@echo "make bench-gateway  the gateway's own overhead per request (benchmarks/gateway)"
@@ -39,19 +39,24 @@ install: install-python install-node
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+# Debian's PostgreSQL server binaries for the store suite and the replica tests (each run starts its own
+# private cluster on a free port; nothing is configured system-wide and the packaged cluster is not used).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null)
+
 demo: install
 	$(BIN)/para serve --demo
 
 finetune-demo: install-python
 	$(BIN)/para demo
 
-test: install browser
+test: install browser postgres
 	$(MAKE) test-python test-node
 
 test-python: install-python
 	$(BIN)/python -m pytest -q
 
-test-node: install-node
+test-node: install-node postgres
 	cd dashboard && PARA_REQUIRE_BROWSER=1 npm test
 	cd gateway && PARA_REQUIRE_BROWSER=1 npm test
 

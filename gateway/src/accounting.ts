@@ -23,16 +23,16 @@ export class Accounting {
     this.metrics.timeToFirstToken.observe((performance.now() - startedAt) / 1000);
   }
 
-  finish(ctx: RequestContext, outcome: RequestOutcome): void {
+  /** Resolves once the usage row and the limits are written, so a reply sent after it is already counted. */
+  async finish(ctx: RequestContext, outcome: RequestOutcome): Promise<void> {
     const elapsedMs = performance.now() - ctx.startedAt;
     const tenantLabel = ctx.tenant || 'operator';
     const tokens = outcome.promptTokens + outcome.completionTokens;
     this.metrics.requests.inc({ tenant: tenantLabel, model: ctx.modelId, status: String(outcome.status) });
     // The gateway's own failures do not count against the tenant's limits; what the engine generated is still billed.
-    if (outcome.status >= 500) ctx.admission.refund();
-    else ctx.admission.settle(tokens);
+    const settled = outcome.status >= 500 ? ctx.admission.refund() : ctx.admission.settle(tokens);
+    const recorded = tokens > 0 ? this.usage.record(ctx.tenantId, ctx.modelId, 1, outcome.promptTokens, outcome.completionTokens) : undefined;
     if (tokens > 0) {
-      this.usage.record(ctx.tenantId, ctx.modelId, 1, outcome.promptTokens, outcome.completionTokens);
       this.metrics.tokens.inc({ tenant: tenantLabel, model: ctx.modelId, kind: 'prompt' }, outcome.promptTokens);
       this.metrics.tokens.inc({ tenant: tenantLabel, model: ctx.modelId, kind: 'completion' }, outcome.completionTokens);
     }
@@ -40,5 +40,6 @@ export class Accounting {
       this.metrics.duration.observe(elapsedMs / 1000);
       this.traffic.record(outcome.completionTokens, elapsedMs);
     }
+    await Promise.all([settled, recorded]);
   }
 }

@@ -9,11 +9,7 @@ import { pino, type Logger } from 'pino';
 import { Accounting } from './accounting.js';
 import { Authenticator } from './auth.js';
 import { type GatewayOptions, parseGatewayOptions } from './config.js';
-import { AdapterStore } from './db/adapters.js';
-import { openDatabase } from './db/database.js';
-import { KeyStore } from './db/keys.js';
-import { TenantStore } from './db/tenants.js';
-import { UsageStore } from './db/usage.js';
+import { type Store, openStore } from './db/store.js';
 import { installErrorHandlers, routingError } from './error-handler.js';
 import { GenerationService } from './generation.js';
 import { RateLimiter } from './limits.js';
@@ -28,7 +24,7 @@ import { chatRoutes } from './routes/openai/chat.js';
 import { completionRoutes } from './routes/openai/completions.js';
 import { ChoiceRunner } from './routes/openai/execute.js';
 import { modelRoutes } from './routes/openai/models.js';
-import { healthRoute, metricsRoute } from './routes/ops.js';
+import { healthRoute, metricsRoute, probeRoutes } from './routes/ops.js';
 import { seedSharedAdapters } from './seed.js';
 import { TrafficWindow } from './traffic.js';
 import { requireWellFormedStrings } from './well-formed.js';
@@ -42,6 +38,7 @@ export interface Gateway {
   app: FastifyInstance;
   pool: WorkerPool;
   registry: AdapterRegistry;
+  store: Store;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -56,10 +53,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const config = parseGatewayOptions(options);
   const logger = pino({ level: config.logLevel, name: 'para-gateway' });
 
-  const db = openDatabase(config.db);
-  const tenants = new TenantStore(db);
-  const keys = new KeyStore(db);
-  const usage = new UsageStore(db);
+  const store = await openStore(config.db, {
+    poolSize: config.dbPoolSize,
+    onConnectionError: (err) => logger.warn({ err: err.message }, 'an idle database connection failed; the pool replaces it'),
+  });
+  const { tenants, keys, usage } = store;
   const pool = new WorkerPool(config.workers, loadEngineService(config.protoPath), {
     intervalMs: config.healthIntervalMs,
     timeoutMs: config.healthTimeoutMs,
@@ -67,13 +65,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   const router = new Router(pool, logger);
   const files = new AdapterFileStore(config.dataDir);
-  await files.clearStaging(); // what a crashed upload left half-written
-  const registry = new AdapterRegistry(new AdapterStore(db), files, router);
-  const limiter = new RateLimiter();
+  await files.clearAbandoned(); // what a crashed upload left half-written, long enough ago
+  const registry = new AdapterRegistry(store.adapters, files, router);
+  const limiter = new RateLimiter(store.limiterConnection);
   const metrics = new GatewayMetrics(pool);
   const traffic = new TrafficWindow();
   const runner = new ChoiceRunner(new GenerationService(pool, router, metrics, logger), new Accounting(usage, metrics, traffic));
-  const auth = new Authenticator(config.operatorKey, keys, tenants);
+  const auth = new Authenticator(config.operatorKey, keys);
 
   const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, bodyLimit: config.maxBodyBytes, frameworkErrors: routingError });
   app.setValidatorCompiler(validatorCompiler);
@@ -94,6 +92,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   await app.register(async (scope) => {
     scope.addHook('onRequest', auth.requireOperator);
     adminRoutes(scope, {
+      store,
       tenants, keys, usage, registry, limiter,
       defaultRpm: config.defaultRpm,
       defaultTpm: config.defaultTpm,
@@ -106,6 +105,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     metricsRoute(scope, metrics);
   });
   healthRoute(app, pool);
+  probeRoutes(app, pool, store.ping);
   openApiRoute(app);
   if (existsSync(config.dashboardDir)) {
     await app.register(fastifyStatic, { root: config.dashboardDir, prefix: '/dashboard/' });
@@ -116,7 +116,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const close = async () => {
     await app.close();
     pool.close();
-    db.close();
+    await store.close();
   };
   try {
     await app.listen({ host: config.host, port: config.port });
@@ -131,5 +131,5 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  return { url: `http://${host}:${port}`, app, pool, registry, logger, close };
+  return { url: `http://${host}:${port}`, app, pool, registry, store, logger, close };
 }

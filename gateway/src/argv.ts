@@ -10,8 +10,11 @@ Options:
   --port N                 port to listen on (default 8080; 0 picks a free one)
   --host ADDR              address to listen on (default 127.0.0.1)
   --worker HOST:PORT       an engine worker; repeat for several
-  --db FILE                SQLite database (default para-gateway.db)
-  --data-dir DIR           where uploaded adapters are stored (default para-data)
+  --db FILE|URL            SQLite file (default para-gateway.db), or postgres://user:pass@host:5432/db for
+                           a database several replicas share (migrated at start)
+  --db-pool-size N         PostgreSQL connections at most (default 10; not for SQLite)
+  --data-dir DIR           where uploaded adapters are stored (default para-data); replicas on one
+                           PostgreSQL need one shared folder (blobs named by SHA-256)
   --operator-key KEY       the operator's key (or env PARA_OPERATOR_KEY)
   --backbone NAME          the backbone's name shown in /v1/models and the overview
   --shared-adapter NAME=DIR  register a shared adapter from a directory at start; repeatable
@@ -32,6 +35,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       host: { type: 'string' },
       worker: { type: 'string', multiple: true },
       db: { type: 'string' },
+      'db-pool-size': { type: 'string' },
       'data-dir': { type: 'string' },
       'operator-key': { type: 'string' },
       backbone: { type: 'string' },
@@ -57,6 +61,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     host: values.host,
     workers: values.worker ?? [],
     db: values.db,
+    dbPoolSize: integer('db-pool-size', values['db-pool-size']),
     dataDir: values['data-dir'],
     operatorKey: values['operator-key'] ?? env.PARA_OPERATOR_KEY,
     backbone: values.backbone,

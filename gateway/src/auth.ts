@@ -2,7 +2,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { KeyStore } from './db/keys.js';
-import type { Tenant, TenantStore } from './db/tenants.js';
+import type { Tenant } from './db/tenants.js';
 import { forbidden, unauthorized } from './errors.js';
 
 export type Caller = { kind: 'operator' } | { kind: 'tenant'; tenant: Tenant };
@@ -21,29 +21,27 @@ export class Authenticator {
   constructor(
     operatorKey: string | undefined,
     private readonly keys: KeyStore,
-    private readonly tenants: TenantStore,
   ) {
     this.operatorDigest = operatorKey ? digest(operatorKey) : undefined;
   }
 
-  identify(authorization: string | undefined): Caller {
+  async identify(authorization: string | undefined): Promise<Caller> {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
     if (!match?.[1]) throw unauthorized('missing API key: send Authorization: Bearer <key>');
     const key = match[1];
     if (this.operatorDigest && timingSafeEqual(digest(key), this.operatorDigest)) return { kind: 'operator' };
-    const tenantId = this.keys.tenantIdForKey(key);
-    const tenant = tenantId === undefined ? undefined : this.tenants.byId(tenantId);
+    const tenant = await this.keys.tenantForKey(key);
     if (!tenant) throw unauthorized('invalid API key');
     return { kind: 'tenant', tenant };
   }
 
   /** onRequest hook: runs before the body is read, so unauthenticated uploads are refused cheaply. */
   readonly requireKey = async (request: FastifyRequest, _reply: FastifyReply) => {
-    request.caller = this.identify(request.headers.authorization);
+    request.caller = await this.identify(request.headers.authorization);
   };
 
   readonly requireOperator = async (request: FastifyRequest, _reply: FastifyReply) => {
-    request.caller = this.identify(request.headers.authorization);
+    request.caller = await this.identify(request.headers.authorization);
     if (request.caller.kind !== 'operator') throw forbidden('this route needs the operator key');
   };
 }

@@ -20,9 +20,17 @@ export const gatewayOptionsSchema = z.object({
   /** 0 picks a free port; the bound URL is returned by startGateway. */
   port: z.number().int().min(0).max(65535).default(8080),
   workers: z.array(z.string().regex(WORKER_ADDRESS, 'workers are host:port')).default([]),
-  /** SQLite file; ':memory:' keeps everything in memory (tests). */
-  db: z.string().default('para-gateway.db'),
-  /** Uploaded adapters are stored below this folder. */
+  /**
+   * A postgres:// (or postgresql://) URL: the database several replicas share. Anything else is a SQLite file,
+   * for one gateway; ':memory:' keeps everything in memory (tests).
+   */
+  db: z.string().min(1).default('para-gateway.db'),
+  /** PostgreSQL connections this gateway opens at most (default 10); refused with SQLite, which has one. */
+  dbPoolSize: z.number().int().positive().max(1000).optional(),
+  /**
+   * Uploaded adapters are stored below this folder (as blobs named by their SHA-256); replicas must all see
+   * the same folder (a shared filesystem).
+   */
   dataDir: z.string().default('para-data'),
   /** Unset: only tenant keys work and the admin API is closed. */
   operatorKey: z.string().min(16, 'the operator key needs at least 16 characters').optional(),

@@ -1,48 +1,21 @@
-// Per-tenant rate limits over a sliding minute, in one-second buckets, keyed by tenant id (never reused).
-// A request is admitted with its cost: its choices count as requests at once, and its most possible tokens
-// (max_tokens per choice) are reserved, so requests running in parallel can never together overrun the
-// tokens per minute. When it ends the reservation is settled to the tokens it really used; a request that
-// failed by the gateway's own fault (5xx) is refunded entirely. A tenant over either limit gets 429 until the
-// window has room again.
+// Per-tenant rate limits over a minute, with rate-limiter-flexible: in PostgreSQL (RateLimiterPostgres), so
+// every replica on one database counts against the same windows, or in memory (RateLimiterMemory) for a
+// gateway on SQLite, which is the only one using its file. Keyed by tenant id
+// (never reused). A request is admitted with its cost: its choices count as requests at once, and its most
+// possible tokens (max_tokens per choice) are reserved, so requests running in parallel, on any replica, can
+// never together overrun the tokens per minute. When it ends the reservation is settled to the tokens it really
+// used; a request that failed by the gateway's own fault (5xx) is refunded entirely. A tenant over either limit
+// gets 429 with Retry-After until its window ends.
+//
+// Each window is fixed: it starts with a tenant's first request and lasts a minute. Every step is one atomic
+// add-and-read (an upsert in PostgreSQL); a request that would go over is added, seen to be over and taken
+// back, so two replicas racing at the limit can both refuse, never both admit.
+import { RateLimiterMemory, RateLimiterPostgres, type RateLimiterRes } from 'rate-limiter-flexible';
+import { RATE_LIMIT_TABLE } from './db/migrations.js';
+import type { LimiterConnection } from './db/store.js';
 import { ApiError } from './errors.js';
 
 const WINDOW_S = 60;
-
-class MinuteWindow {
-  private readonly buckets = new Float64Array(WINDOW_S);
-  private readonly stamps = new Int32Array(WINDOW_S).fill(-1);
-
-  add(nowS: number, amount: number): void {
-    const i = nowS % WINDOW_S;
-    if (this.stamps[i] !== nowS) {
-      this.stamps[i] = nowS;
-      this.buckets[i] = 0;
-    }
-    this.buckets[i]! += amount;
-  }
-
-  /** Takes back an amount added in second `atS`, if that second is still in the window. */
-  remove(atS: number, amount: number): void {
-    const i = atS % WINDOW_S;
-    if (this.stamps[i] === atS) this.buckets[i] = Math.max(0, this.buckets[i]! - amount);
-  }
-
-  total(nowS: number): number {
-    let sum = 0;
-    for (let i = 0; i < WINDOW_S; i++) if (nowS - this.stamps[i]! < WINDOW_S) sum += this.buckets[i]!;
-    return sum;
-  }
-
-  /** Seconds until the oldest counted bucket leaves the window. */
-  retryAfter(nowS: number): number {
-    let oldest = nowS;
-    for (let i = 0; i < WINDOW_S; i++) {
-      const s = this.stamps[i]!;
-      if (nowS - s < WINDOW_S && this.buckets[i]! > 0) oldest = Math.min(oldest, s);
-    }
-    return Math.max(1, oldest + WINDOW_S - nowS);
-  }
-}
 
 export interface Limits {
   rpm: number;
@@ -57,35 +30,42 @@ export interface Cost {
   tokens: number;
 }
 
-class TenantWindows {
-  readonly requests = new MinuteWindow();
-  readonly tokens = new MinuteWindow();
-  /** Tokens reserved by requests still running. */
-  reserved = 0;
-}
-
 /** An admitted request's hold on its tenant's limits; settled exactly once when the request ends. */
 export interface Admission {
   /** The request ended having used `tokens` (prompt + completion). */
-  settle(tokens: number): void;
+  settle(tokens: number): Promise<void>;
   /** The request failed by the gateway's fault: neither its requests nor its tokens count. */
-  refund(): void;
+  refund(): Promise<void>;
 }
 
-export const NO_ADMISSION: Admission = { settle: () => undefined, refund: () => undefined };
+export const NO_ADMISSION: Admission = { settle: async () => undefined, refund: async () => undefined };
+
+type Window = RateLimiterPostgres | RateLimiterMemory;
+
+function windowIn(connection: LimiterConnection, keyPrefix: string): Window {
+  // points is the limiter's own ceiling, unused here: each tenant's limit is compared below, so it is set out
+  // of reach. The PostgreSQL table is created by migration 003.
+  const common = { keyPrefix, points: Number.MAX_SAFE_INTEGER, duration: WINDOW_S };
+  return connection.dialect === 'postgres'
+    ? new RateLimiterPostgres({ ...common, storeClient: connection.client, storeType: 'pool', tableName: RATE_LIMIT_TABLE, tableCreated: true })
+    : new RateLimiterMemory(common);
+}
+
+/** When a window read back now ends, in ms since the epoch. */
+const endOf = (res: RateLimiterRes) => Date.now() + res.msBeforeNext;
+const retryAfterS = (res: RateLimiterRes) => Math.max(1, Math.ceil(res.msBeforeNext / 1000));
 
 export class RateLimiter {
-  private readonly tenants = new Map<number, TenantWindows>();
+  private readonly requests: Window;
+  private readonly tokens: Window;
 
-  constructor(private readonly clock: () => number = () => Math.floor(Date.now() / 1000)) {}
+  constructor(connection: LimiterConnection) {
+    this.requests = windowIn(connection, 'rpm');
+    this.tokens = windowIn(connection, 'tpm');
+  }
 
   /** Admits a request or throws 429. */
-  admit(tenantId: number, limits: Limits, cost: Cost): Admission {
-    const now = this.clock();
-    const w = this.windowsOf(tenantId);
-    if (w.requests.total(now) + cost.requests > limits.rpm) {
-      throw limited(`rate limit reached: ${limits.rpm} requests per minute (a request with n choices counts n)`, w.requests.retryAfter(now));
-    }
+  async admit(tenantId: number, limits: Limits, cost: Cost): Promise<Admission> {
     if (cost.tokens > limits.tpm) {
       throw limited(
         `this request may use up to ${cost.tokens} tokens (max_tokens × choices), more than the limit of ${limits.tpm} tokens per minute; lower max_tokens`,
@@ -93,36 +73,52 @@ export class RateLimiter {
         'max_tokens',
       );
     }
-    if (w.tokens.total(now) + w.reserved + cost.tokens > limits.tpm) {
-      throw limited(`rate limit reached: ${limits.tpm} tokens per minute`, w.tokens.retryAfter(now));
+    const key = String(tenantId);
+    const requests = await this.requests.penalty(key, cost.requests);
+    if (requests.consumedPoints > limits.rpm) {
+      await this.requests.reward(key, cost.requests);
+      throw limited(`rate limit reached: ${limits.rpm} requests per minute (a request with n choices counts n)`, retryAfterS(requests));
     }
-    w.requests.add(now, cost.requests);
-    w.reserved += cost.tokens;
+    const tokens = await this.tokens.penalty(key, cost.tokens);
+    if (tokens.consumedPoints > limits.tpm) {
+      await Promise.all([this.tokens.reward(key, cost.tokens), this.requests.reward(key, cost.requests)]);
+      throw limited(`rate limit reached: ${limits.tpm} tokens per minute`, retryAfterS(tokens));
+    }
+    const requestsEnd = endOf(requests);
+    const tokensEnd = endOf(tokens);
     let open = true;
     const release = () => {
-      if (!open) return false;
+      const was = open;
       open = false;
-      w.reserved -= cost.tokens;
-      return true;
+      return was;
     };
     return {
-      settle: (tokens) => {
-        if (release() && tokens > 0) w.tokens.add(this.clock(), tokens);
+      settle: async (used) => {
+        if (!release()) return;
+        if (Date.now() < tokensEnd) {
+          // Still the window the reservation went into: correct it to what was used.
+          const delta = used - cost.tokens;
+          if (delta > 0) await this.tokens.penalty(key, delta);
+          else if (delta < 0) await this.tokens.reward(key, -delta);
+        } else if (used > 0) {
+          // That window (and the reservation with it) is gone: what was used counts in the current one.
+          await this.tokens.penalty(key, used);
+        }
       },
-      refund: () => {
-        if (release()) w.requests.remove(now, cost.requests);
+      refund: async () => {
+        if (!release()) return;
+        const now = Date.now();
+        await Promise.all([
+          now < tokensEnd && cost.tokens > 0 ? this.tokens.reward(key, cost.tokens) : undefined,
+          now < requestsEnd ? this.requests.reward(key, cost.requests) : undefined,
+        ]);
       },
     };
   }
 
-  forget(tenantId: number): void {
-    this.tenants.delete(tenantId);
-  }
-
-  private windowsOf(tenantId: number): TenantWindows {
-    let w = this.tenants.get(tenantId);
-    if (!w) this.tenants.set(tenantId, (w = new TenantWindows()));
-    return w;
+  /** Drops a deleted tenant's windows. */
+  async forget(tenantId: number): Promise<void> {
+    await Promise.all([this.requests.delete(String(tenantId)), this.tokens.delete(String(tenantId))]);
   }
 }
 

@@ -18,6 +18,9 @@ export const overviewSchema = z.object({
     z.object({
       address: z.string(),
       healthy: z.boolean(),
+      /** Sequences it decodes at once and tokens per sequence, from its Health reply (0 until one came). */
+      slots: z.number().int(),
+      max_context: z.number().int(),
       inflight: z.number().int(),
       running: z.number().int(),
       waiting: z.number().int(),
@@ -45,9 +48,9 @@ export interface OverviewSources {
 }
 
 export async function buildOverview(s: OverviewSources): Promise<Overview> {
-  const adapterRows = s.registry.all();
-  const usageByTenant = new Map(s.usage.byTenant().map((u) => [u.tenant, u]));
-  const usageByModel = new Map(s.usage.byModel().map((u) => [u.model, u]));
+  const [adapterRows, byTenant, byModel, tenants] = await Promise.all([s.registry.all(), s.usage.byTenant(), s.usage.byModel(), s.tenants.list()]);
+  const usageByTenant = new Map(byTenant.map((u) => [u.tenant, u]));
+  const usageByModel = new Map(byModel.map((u) => [u.model, u]));
   const versions = new Map<string, { owner: string | null; versions: number }>();
   for (const row of adapterRows) {
     const id = adapterId(row.owner, row.name);
@@ -57,7 +60,7 @@ export async function buildOverview(s: OverviewSources): Promise<Overview> {
   return {
     now: Date.now(),
     backbone: s.backbone,
-    tenants: s.tenants.list().map((t) => {
+    tenants: tenants.map((t) => {
       const u = usageByTenant.get(t.name);
       return { name: t.name, adapters: adapterCount(t.name), requests: u?.requests ?? 0, prompt_tokens: u?.prompt_tokens ?? 0, completion_tokens: u?.completion_tokens ?? 0 };
     }),
@@ -65,6 +68,8 @@ export async function buildOverview(s: OverviewSources): Promise<Overview> {
     workers: s.pool.workers.map((w) => ({
       address: w.address,
       healthy: w.healthy,
+      slots: w.maxContext > 0 ? w.slots : 0,
+      max_context: w.maxContext,
       inflight: w.inflight,
       running: w.stats?.running ?? 0,
       waiting: w.stats?.waiting ?? 0,

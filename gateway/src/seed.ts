@@ -10,7 +10,7 @@ import type { AdapterRegistry } from './registry/registry.js';
 export async function seedSharedAdapters(registry: AdapterRegistry, seeds: SharedAdapterSeed[], logger: Logger): Promise<void> {
   for (const { name, dir } of seeds) {
     const [config, weights] = await Promise.all([readFile(join(dir, CONFIG_FILE)), readFile(join(dir, WEIGHTS_FILE))]);
-    const latest = registry.latestShared(name);
+    const latest = await registry.latestShared(name);
     if (latest?.sha256 === sha256(weights)) {
       logger.info({ adapter: name, version: latest.version }, 'shared adapter already registered');
       continue;

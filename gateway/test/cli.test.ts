@@ -1,4 +1,4 @@
-// The platform command line, built (dist/cli.js) and run as a subprocess against a real engine worker on the
+// The platform command line, built (dist/platform/bin.js) and run as a subprocess against a real engine worker on the
 // tiny model: serve prints working examples, chat and bench talk to it, admin manages it, SIGTERM stops it
 // with its workers, and a restart finds the same keys.
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';

@@ -1,6 +1,6 @@
 """``para serve | chat | bench | admin``: the serving platform, whose command line is the gateway's (TypeScript).
 
-These commands hand their arguments unchanged to ``node gateway/dist/cli.js``, so ``para serve --help``
+These commands hand their arguments unchanged to ``node gateway/dist/platform/bin.js``, so ``para serve --help``
 shows the gateway's own help. The gateway starts engine workers with this same Python interpreter
 (``PARA_PYTHON``), so one ``para`` command drives both halves.
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_CLI = ROOT / "gateway" / "dist" / "cli.js"
+GATEWAY_CLI = ROOT / "gateway" / "dist" / "platform" / "bin.js"
 COMMANDS = {
     "serve": "start engine worker(s) and the gateway (OpenAI-compatible API, tenants, dashboard)",
     "chat": "chat with an adapter through a running gateway",

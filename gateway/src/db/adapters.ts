@@ -1,86 +1,120 @@
-// Adapter versions. A row is never removed, only marked deleted, so a version number is never reused.
-// The `deleted` column: 0 live, 1 deleted, 2 pending (files still being written).
-import type { Db } from './database.js';
+// Adapter versions. A row is never removed, only marked deleted (`deleted` 1), so a version number is never
+// reused. A row is inserted only after its blobs are complete on the shared path (registry/blobs.ts), so every
+// row a replica can read names files that exist.
+import { sql } from 'kysely';
+import type { Db } from './schema.js';
+import { isUniqueViolation } from './errors.js';
 
 export interface AdapterVersion {
   owner: string; // tenant name, '' when shared
   name: string;
   version: number;
+  /** The weights' SHA-256, and the name of their blob. */
   sha256: string;
+  /** adapter_config.json's SHA-256, the name of its blob; null for a version kept as a folder (`dir`). */
+  config_sha256: string | null;
   bytes: number;
   parameters: number;
+  /** The folder of a version stored before blobs; '' otherwise. */
   dir: string;
   created: number;
 }
 
-const COLUMNS = 'owner, name, version, sha256, bytes, parameters, dir, created';
+const COLUMNS = ['owner', 'name', 'version', 'sha256', 'config_sha256', 'bytes', 'parameters', 'dir', 'created'] as const;
+
+/** Two replicas inserting the next version of one adapter at once: one of them takes the number again. */
+const INSERT_ATTEMPTS = 10;
 
 export class AdapterStore {
   constructor(private readonly db: Db) {}
 
   /**
-   * Reserves the next version number of (owner, name) and inserts the row as pending (state 2), atomically;
-   * activate() makes it visible once its files are on disk.
+   * Inserts the next version of (owner, name), live at once. One statement takes the number and inserts the
+   * row (INSERT … SELECT MAX + 1), so no other writer sees it half-done; on PostgreSQL two replicas can still
+   * compute the same number, and the unique key makes one of them try again.
    */
-  insertPending(row: Omit<AdapterVersion, 'version' | 'dir'>, dirFor: (version: number) => string): AdapterVersion {
-    return this.db.transaction(() => {
-      const last = this.db
-        .prepare('SELECT MAX(version) AS v FROM adapters WHERE owner = ? AND name = ?')
-        .get(row.owner, row.name) as { v: number | null };
-      const version = (last.v ?? 0) + 1;
-      const full: AdapterVersion = { ...row, version, dir: dirFor(version) };
-      this.db
-        .prepare(`INSERT INTO adapters (${COLUMNS}, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2)`)
-        .run(full.owner, full.name, full.version, full.sha256, full.bytes, full.parameters, full.dir, full.created);
-      return full;
-    })();
-  }
-
-  activate(owner: string, name: string, version: number): void {
-    this.db.prepare('UPDATE adapters SET deleted = 0 WHERE owner = ? AND name = ? AND version = ?').run(owner, name, version);
+  async insertNext(row: Omit<AdapterVersion, 'version'>): Promise<AdapterVersion> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const inserted = await this.db
+          .insertInto('adapters')
+          .columns(['owner', 'name', 'version', 'sha256', 'config_sha256', 'bytes', 'parameters', 'dir', 'created', 'deleted'])
+          .expression(
+            this.db
+              .selectFrom('adapters')
+              .select([
+                sql<string>`CAST(${row.owner} AS TEXT)`.as('owner'),
+                sql<string>`CAST(${row.name} AS TEXT)`.as('name'),
+                sql<number>`COALESCE(MAX(version), 0) + 1`.as('version'),
+                sql<string>`CAST(${row.sha256} AS TEXT)`.as('sha256'),
+                sql<string | null>`CAST(${row.config_sha256} AS TEXT)`.as('config_sha256'),
+                sql<number>`CAST(${row.bytes} AS BIGINT)`.as('bytes'),
+                sql<number>`CAST(${row.parameters} AS BIGINT)`.as('parameters'),
+                sql<string>`CAST(${row.dir} AS TEXT)`.as('dir'),
+                sql<number>`CAST(${row.created} AS BIGINT)`.as('created'),
+                sql<number>`0`.as('deleted'),
+              ])
+              .where('owner', '=', row.owner)
+              .where('name', '=', row.name),
+          )
+          .returning('version')
+          .executeTakeFirstOrThrow();
+        return { ...row, version: Number(inserted.version) };
+      } catch (err) {
+        if (!isUniqueViolation(err) || attempt >= INSERT_ATTEMPTS) throw err;
+      }
+    }
   }
 
   /** Live versions of one adapter, oldest first. */
-  versions(owner: string, name: string): AdapterVersion[] {
+  async versions(owner: string, name: string): Promise<AdapterVersion[]> {
     return this.db
-      .prepare(`SELECT ${COLUMNS} FROM adapters WHERE owner = ? AND name = ? AND deleted = 0 ORDER BY version`)
-      .all(owner, name) as AdapterVersion[];
+      .selectFrom('adapters')
+      .select(COLUMNS)
+      .where('owner', '=', owner)
+      .where('name', '=', name)
+      .where('deleted', '=', 0)
+      .orderBy('version')
+      .execute();
   }
 
-  /** Live versions of every adapter the owners hold, grouped by the caller. */
-  listFor(owners: string[]): AdapterVersion[] {
+  /** Live versions of every adapter the owners hold. */
+  async listFor(owners: string[]): Promise<AdapterVersion[]> {
     if (owners.length === 0) return [];
-    const marks = owners.map(() => '?').join(', ');
     return this.db
-      .prepare(`SELECT ${COLUMNS} FROM adapters WHERE deleted = 0 AND owner IN (${marks}) ORDER BY owner, name, version`)
-      .all(...owners) as AdapterVersion[];
+      .selectFrom('adapters')
+      .select(COLUMNS)
+      .where('deleted', '=', 0)
+      .where('owner', 'in', owners)
+      .orderBy('owner')
+      .orderBy('name')
+      .orderBy('version')
+      .execute();
   }
 
-  listAll(): AdapterVersion[] {
-    return this.db
-      .prepare(`SELECT ${COLUMNS} FROM adapters WHERE deleted = 0 ORDER BY owner, name, version`)
-      .all() as AdapterVersion[];
+  async listAll(): Promise<AdapterVersion[]> {
+    return this.db.selectFrom('adapters').select(COLUMNS).where('deleted', '=', 0).orderBy('owner').orderBy('name').orderBy('version').execute();
   }
 
   /** Marks versions deleted (all when version is undefined); returns the rows marked. */
-  markDeleted(owner: string, name: string, version?: number, pending = false): AdapterVersion[] {
-    return this.db.transaction(() => {
-      const rows = pending
-        ? (this.db
-            .prepare(`SELECT ${COLUMNS} FROM adapters WHERE owner = ? AND name = ? AND version = ? AND deleted = 2`)
-            .all(owner, name, version) as AdapterVersion[])
-        : this.versions(owner, name).filter((r) => version === undefined || r.version === version);
-      const stmt = this.db.prepare('UPDATE adapters SET deleted = 1 WHERE owner = ? AND name = ? AND version = ?');
-      for (const r of rows) stmt.run(owner, name, r.version);
-      return rows;
-    })();
+  async markDeleted(owner: string, name: string, version?: number): Promise<AdapterVersion[]> {
+    let query = this.db.updateTable('adapters').set({ deleted: 1 }).where('owner', '=', owner).where('name', '=', name).where('deleted', '=', 0);
+    if (version !== undefined) query = query.where('version', '=', version);
+    return query.returning(COLUMNS).execute();
   }
 
-  markOwnerDeleted(owner: string): AdapterVersion[] {
-    return this.db.transaction(() => {
-      const rows = this.listFor([owner]);
-      this.db.prepare('UPDATE adapters SET deleted = 1 WHERE owner = ?').run(owner);
-      return rows;
-    })();
+  async markOwnerDeleted(owner: string): Promise<AdapterVersion[]> {
+    return this.db.updateTable('adapters').set({ deleted: 1 }).where('owner', '=', owner).where('deleted', '=', 0).returning(COLUMNS).execute();
+  }
+
+  /** Whether a live version still uses the blob with this SHA-256 (as weights or as config). */
+  async blobInUse(sha256: string): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('adapters')
+      .select('id')
+      .where('deleted', '=', 0)
+      .where((eb) => eb.or([eb('sha256', '=', sha256), eb('config_sha256', '=', sha256)]))
+      .executeTakeFirst();
+    return row !== undefined;
   }
 }

@@ -1,7 +1,8 @@
 // API keys: only their SHA-256 is stored; the key itself is shown once, when created.
 import { createHash, randomBytes } from 'node:crypto';
-import type { Db } from './database.js';
-import { nowSeconds } from './database.js';
+import type { Db } from './schema.js';
+import type { Tenant } from './tenants.js';
+import { nowSeconds } from './time.js';
 
 export const KEY_PREFIX = 'sk-para-';
 
@@ -17,30 +18,29 @@ export class KeyStore {
   constructor(private readonly db: Db) {}
 
   /** Returns the new key in clear text together with its record. */
-  create(tenantId: number): ApiKeyRecord & { key: string } {
+  async create(tenantId: number): Promise<ApiKeyRecord & { key: string }> {
     const key = KEY_PREFIX + randomBytes(24).toString('base64url');
     const record = { id: `key_${randomBytes(8).toString('hex')}`, prefix: key.slice(0, KEY_PREFIX.length + 4), created: nowSeconds() };
-    this.db
-      .prepare('INSERT INTO api_keys (id, tenant_id, hash, prefix, created) VALUES (?, ?, ?, ?, ?)')
-      .run(record.id, tenantId, sha256Hex(key), record.prefix, record.created);
+    await this.db.insertInto('api_keys').values({ ...record, tenant_id: tenantId, hash: sha256Hex(key) }).execute();
     return { ...record, key };
   }
 
-  /** The tenant id owning this key, if any. */
-  tenantIdForKey(key: string): number | undefined {
-    const row = this.db.prepare('SELECT tenant_id FROM api_keys WHERE hash = ?').get(sha256Hex(key)) as
-      | { tenant_id: number }
-      | undefined;
-    return row?.tenant_id;
-  }
-
-  list(tenantId: number): ApiKeyRecord[] {
+  /** The tenant owning this key, if any: one query, as every request asks it. */
+  async tenantForKey(key: string): Promise<Tenant | undefined> {
     return this.db
-      .prepare('SELECT id, prefix, created FROM api_keys WHERE tenant_id = ? ORDER BY created, id')
-      .all(tenantId) as ApiKeyRecord[];
+      .selectFrom('api_keys as k')
+      .innerJoin('tenants as t', 't.id', 'k.tenant_id')
+      .select(['t.id', 't.name', 't.rpm', 't.tpm', 't.created'])
+      .where('k.hash', '=', sha256Hex(key))
+      .executeTakeFirst();
   }
 
-  delete(id: string): boolean {
-    return this.db.prepare('DELETE FROM api_keys WHERE id = ?').run(id).changes > 0;
+  async list(tenantId: number): Promise<ApiKeyRecord[]> {
+    return this.db.selectFrom('api_keys').select(['id', 'prefix', 'created']).where('tenant_id', '=', tenantId).orderBy('created').orderBy('id').execute();
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const result = await this.db.deleteFrom('api_keys').where('id', '=', id).executeTakeFirst();
+    return result.numDeletedRows > 0n;
   }
 }

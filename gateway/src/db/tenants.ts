@@ -1,6 +1,6 @@
 // Tenants: a name, and their requests- and tokens-per-minute limits.
-import type { Db } from './database.js';
-import { nowSeconds } from './database.js';
+import type { Db } from './schema.js';
+import { nowSeconds } from './time.js';
 
 export interface Tenant {
   id: number;
@@ -10,40 +10,44 @@ export interface Tenant {
   created: number;
 }
 
+const COLUMNS = ['id', 'name', 'rpm', 'tpm', 'created'] as const;
+
 export class TenantStore {
   constructor(private readonly db: Db) {}
 
-  create(name: string, rpm: number, tpm: number): Tenant | undefined {
-    const created = nowSeconds();
-    const result = this.db
-      .prepare('INSERT INTO tenants (name, rpm, tpm, created) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING')
-      .run(name, rpm, tpm, created);
-    if (result.changes === 0) return undefined;
-    return { id: Number(result.lastInsertRowid), name, rpm, tpm, created };
+  /** The new tenant, or undefined when the name is taken. */
+  async create(name: string, rpm: number, tpm: number): Promise<Tenant | undefined> {
+    return this.db
+      .insertInto('tenants')
+      .values({ name, rpm, tpm, created: nowSeconds() })
+      .onConflict((oc) => oc.column('name').doNothing())
+      .returning(COLUMNS)
+      .executeTakeFirst();
   }
 
-  update(name: string, limits: { rpm?: number; tpm?: number }): Tenant | undefined {
-    const tenant = this.byName(name);
-    if (!tenant) return undefined;
-    const next = { ...tenant, rpm: limits.rpm ?? tenant.rpm, tpm: limits.tpm ?? tenant.tpm };
-    this.db.prepare('UPDATE tenants SET rpm = ?, tpm = ? WHERE id = ?').run(next.rpm, next.tpm, tenant.id);
-    return next;
+  async update(name: string, limits: { rpm?: number; tpm?: number }): Promise<Tenant | undefined> {
+    const set: { rpm?: number; tpm?: number } = {};
+    if (limits.rpm !== undefined) set.rpm = limits.rpm;
+    if (limits.tpm !== undefined) set.tpm = limits.tpm;
+    if (Object.keys(set).length === 0) return this.byName(name);
+    return this.db.updateTable('tenants').set(set).where('name', '=', name).returning(COLUMNS).executeTakeFirst();
   }
 
-  byName(name: string): Tenant | undefined {
-    return this.db.prepare('SELECT id, name, rpm, tpm, created FROM tenants WHERE name = ?').get(name) as Tenant | undefined;
+  async byName(name: string): Promise<Tenant | undefined> {
+    return this.db.selectFrom('tenants').select(COLUMNS).where('name', '=', name).executeTakeFirst();
   }
 
-  byId(id: number): Tenant | undefined {
-    return this.db.prepare('SELECT id, name, rpm, tpm, created FROM tenants WHERE id = ?').get(id) as Tenant | undefined;
+  async byId(id: number): Promise<Tenant | undefined> {
+    return this.db.selectFrom('tenants').select(COLUMNS).where('id', '=', id).executeTakeFirst();
   }
 
-  list(): Tenant[] {
-    return this.db.prepare('SELECT id, name, rpm, tpm, created FROM tenants ORDER BY name').all() as Tenant[];
+  async list(): Promise<Tenant[]> {
+    return this.db.selectFrom('tenants').select(COLUMNS).orderBy('name').execute();
   }
 
   /** Removes the tenant and (by cascade) its keys. */
-  delete(name: string): boolean {
-    return this.db.prepare('DELETE FROM tenants WHERE name = ?').run(name).changes > 0;
+  async delete(name: string): Promise<boolean> {
+    const result = await this.db.deleteFrom('tenants').where('name', '=', name).executeTakeFirst();
+    return result.numDeletedRows > 0n;
   }
 }

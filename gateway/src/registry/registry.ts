@@ -3,14 +3,14 @@
 // another tenant's adapters are reported as unknown, never as forbidden, so their names do not leak.
 import type { Caller } from '../auth.js';
 import type { AdapterStore, AdapterVersion } from '../db/adapters.js';
-import { nowSeconds } from '../db/database.js';
+import { nowSeconds } from '../db/time.js';
 import { ApiError, badRequest, forbidden, modelNotFound, notFound, unavailable } from '../errors.js';
 import { MODEL_PATTERN, NAME_PATTERN, NAME_RULE } from '../names.js';
 import { isServiceError } from '../workers/client.js';
 import { clientMessage, faultOf } from '../workers/faults.js';
 import type { AdapterSource, Router } from '../workers/router.js';
 import { AdapterConfigError, parseAdapterConfig } from './adapter-config.js';
-import { type AdapterFiles, type AdapterFileStore, sha256 } from './files.js';
+import type { AdapterFiles, AdapterFileStore, FileRef } from './files.js';
 import { SafetensorsError, parseSafetensors } from './safetensors.js';
 
 export const BASE_MODEL = 'base';
@@ -34,6 +34,8 @@ export interface AdapterView {
 
 export const adapterId = (owner: string, name: string) => (owner ? `${owner}/${name}` : name);
 export const workerNameOf = (row: AdapterVersion) => `${adapterId(row.owner, row.name)}@${row.version}`;
+const fileRefOf = (row: AdapterVersion): FileRef =>
+  row.config_sha256 ? { configSha256: row.config_sha256, weightsSha256: row.sha256 } : { dir: row.dir };
 
 export class AdapterRegistry {
   constructor(
@@ -43,7 +45,7 @@ export class AdapterRegistry {
   ) {}
 
   /** What a `model` field names, if the caller may use it. */
-  resolve(caller: Caller, model: string): ResolvedModel {
+  async resolve(caller: Caller, model: string): Promise<ResolvedModel> {
     if (model === BASE_MODEL) {
       return { id: BASE_MODEL, version: null, workerName: '', read: () => Promise.reject(new Error('no files')) };
     }
@@ -51,14 +53,14 @@ export class AdapterRegistry {
     if (!match) throw modelNotFound(model);
     const [, owner = '', name = '', version] = match;
     if (owner && caller.kind === 'tenant' && caller.tenant.name !== owner) throw modelNotFound(model);
-    const versions = this.store.versions(owner, name);
+    const versions = await this.store.versions(owner, name);
     const row = version ? versions.find((v) => v.version === Number(version)) : versions.at(-1);
     if (!row) throw modelNotFound(model);
     return {
       id: adapterId(owner, name),
       version: row.version,
       workerName: workerNameOf(row),
-      read: () => this.files.read(row.dir),
+      read: () => this.files.read(fileRefOf(row)),
     };
   }
 
@@ -67,9 +69,9 @@ export class AdapterRegistry {
     return caller.kind === 'tenant' ? [caller.tenant.name, ''] : undefined;
   }
 
-  list(caller: Caller): AdapterView[] {
+  async list(caller: Caller): Promise<AdapterView[]> {
     const owners = this.visibleOwners(caller);
-    const rows = owners ? this.store.listFor(owners) : this.store.listAll();
+    const rows = owners ? await this.store.listFor(owners) : await this.store.listAll();
     const groups = new Map<string, AdapterVersion[]>();
     for (const row of rows) {
       const id = adapterId(row.owner, row.name);
@@ -78,9 +80,9 @@ export class AdapterRegistry {
     return [...groups.values()].map(view);
   }
 
-  get(caller: Caller, owner: string, name: string): AdapterView {
+  async get(caller: Caller, owner: string, name: string): Promise<AdapterView> {
     this.checkVisible(caller, owner, name);
-    const rows = this.store.versions(owner, name);
+    const rows = await this.store.versions(owner, name);
     if (rows.length === 0) throw notFound(`unknown adapter '${adapterId(owner, name)}'`);
     return view(rows);
   }
@@ -110,18 +112,19 @@ export class AdapterRegistry {
     }
     // Version 0 is never stored (versions start at 1), so the check cannot collide with a loaded adapter.
     const info = await this.validateOnWorker(`${adapterId(owner, name)}@0`, files);
-    const row = this.store.insertPending(
-      { owner, name, sha256: sha256(files.weights), bytes: files.weights.length, parameters: Number(info?.parameters) || parameters, created: nowSeconds() },
-      (version) => this.files.dirFor(owner, name, version),
-    );
-    try {
-      await this.files.write(row.dir, files);
-    } catch (err) {
-      this.store.markDeleted(owner, name, row.version, true);
-      throw err;
-    }
-    this.store.activate(owner, name, row.version);
-    return view(this.store.versions(owner, name), row.version);
+    // Blobs first, the row after: a row any replica can read always names complete files.
+    const [configSha256, weightsSha256] = [await this.files.putBlob(files.config), await this.files.putBlob(files.weights)];
+    const row = await this.store.insertNext({
+      owner, name, sha256: weightsSha256, config_sha256: configSha256, bytes: files.weights.length,
+      parameters: Number(info?.parameters) || parameters, dir: '', created: nowSeconds(),
+    });
+    // A delete of the last other version with the same content, on any replica, may have found the blob unused
+    // just before this row went in and removed it: put back what is missing. (That delete's check and removal
+    // can still straddle this check; the version's next load onto a worker would then fail until uploaded
+    // again. Deletes and uploads of identical bytes at the same moment are what it takes.)
+    if (!(await this.files.hasBlob(configSha256))) await this.files.putBlob(files.config);
+    if (!(await this.files.hasBlob(weightsSha256))) await this.files.putBlob(files.weights);
+    return view(await this.store.versions(owner, name), row.version);
   }
 
   private async validateOnWorker(workerName: string, files: AdapterFiles) {
@@ -141,30 +144,31 @@ export class AdapterRegistry {
     this.checkVisible(caller, owner, name);
     const id = adapterId(owner, name);
     if (!owner && caller.kind === 'tenant') throw forbidden(`shared adapter '${id}' can only be deleted by the operator`);
-    const rows = this.store.markDeleted(owner, name, version);
+    const rows = await this.store.markDeleted(owner, name, version);
     if (rows.length === 0) throw notFound(`unknown adapter '${version ? `${id}@${version}` : id}'`);
     await this.dispose(rows);
     return id;
   }
 
-  /** Deletes every adapter of a tenant (the tenant is being removed). */
-  async deleteOwner(owner: string): Promise<void> {
-    await this.dispose(this.store.markOwnerDeleted(owner));
-  }
-
-  private async dispose(rows: AdapterVersion[]): Promise<void> {
+  /** After versions were marked deleted (by delete(), or with their tenant): unloads them and frees their files. */
+  async dispose(rows: AdapterVersion[]): Promise<void> {
     for (const row of rows) {
       this.router.forget(workerNameOf(row));
-      await this.files.remove(row.dir);
+      if (!row.config_sha256) {
+        await this.files.removeDir(row.dir);
+        continue;
+      }
+      // The same content may be another version's too (an adapter uploaded twice, or under two names).
+      for (const blob of [row.sha256, row.config_sha256]) if (!(await this.store.blobInUse(blob))) await this.files.removeBlob(blob);
     }
   }
 
   /** Latest version of a shared adapter, for seeding at start. */
-  latestShared(name: string): AdapterVersion | undefined {
-    return this.store.versions('', name).at(-1);
+  async latestShared(name: string): Promise<AdapterVersion | undefined> {
+    return (await this.store.versions('', name)).at(-1);
   }
 
-  all(): AdapterVersion[] {
+  async all(): Promise<AdapterVersion[]> {
     return this.store.listAll();
   }
 }

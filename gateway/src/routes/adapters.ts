@@ -93,7 +93,7 @@ function malformedUpload(err: unknown): unknown {
 }
 
 /** The owner an upload goes to: the calling tenant, or for the operator `shared=true` or `tenant=<name>`. */
-function uploadOwner(caller: Caller, fields: z.infer<typeof uploadFieldsSchema>, tenants: TenantStore): string {
+async function uploadOwner(caller: Caller, fields: z.infer<typeof uploadFieldsSchema>, tenants: TenantStore): Promise<string> {
   const shared = fields.shared === 'true' || fields.shared === '1';
   if (caller.kind === 'tenant') {
     if (shared) throw forbidden('only the operator uploads shared adapters');
@@ -103,7 +103,7 @@ function uploadOwner(caller: Caller, fields: z.infer<typeof uploadFieldsSchema>,
   if (shared && fields.tenant) throw badRequest('give shared=true or tenant=<name>, not both', 'tenant');
   if (shared) return '';
   if (!fields.tenant) throw badRequest('operator uploads need shared=true or tenant=<name>', 'tenant');
-  if (!tenants.byName(fields.tenant)) throw notFound(`unknown tenant '${fields.tenant}'`, 'not_found', 'tenant');
+  if (!(await tenants.byName(fields.tenant))) throw notFound(`unknown tenant '${fields.tenant}'`, 'not_found', 'tenant');
   return fields.tenant;
 }
 
@@ -123,7 +123,7 @@ export function adapterRoutes(app: FastifyInstance, deps: AdapterRouteDeps): voi
     },
     handler: async (request, reply) => {
       const { fields, files } = await readUpload(request, deps);
-      const owner = uploadOwner(request.caller, fields, deps.tenants);
+      const owner = await uploadOwner(request.caller, fields, deps.tenants);
       const adapter = await deps.registry.upload(owner, fields.name, files);
       request.log.info({ adapter: adapter.id, version: adapter.version, bytes: adapter.bytes }, 'adapter uploaded');
       return reply.code(201).send(adapter);
@@ -132,7 +132,7 @@ export function adapterRoutes(app: FastifyInstance, deps: AdapterRouteDeps): voi
 
   typed.get('/v1/adapters', {
     schema: { ...common, summary: 'Adapters the caller sees, latest version each', response: { 200: z.object({ data: z.array(adapterSchema) }), ...errorResponses } },
-    handler: async (request) => ({ data: deps.registry.list(request.caller) }),
+    handler: async (request) => ({ data: await deps.registry.list(request.caller) }),
   });
 
   typed.get('/v1/adapters/:name', {

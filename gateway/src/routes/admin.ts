@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { KeyStore } from '../db/keys.js';
+import type { Store } from '../db/store.js';
 import type { TenantStore } from '../db/tenants.js';
 import type { UsageStore } from '../db/usage.js';
 import { conflict, notFound } from '../errors.js';
@@ -13,6 +14,7 @@ import { LEGACY_NAME_PATTERN, NAME_PATTERN, NAME_RULE } from '../names.js';
 import type { AdapterRegistry } from '../registry/registry.js';
 
 export interface AdminRouteDeps {
+  store: Pick<Store, 'removeTenant'>;
   tenants: TenantStore;
   keys: KeyStore;
   usage: UsageStore;
@@ -45,8 +47,8 @@ const usageSchema = z.object({ tenant: z.string(), requests: z.number().int(), p
 export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
   const typed = app.withTypeProvider<ZodTypeProvider>();
   const common = { tags: ['admin'], security: [{ bearer: [] }] };
-  const tenantOr404 = (name: string) => {
-    const tenant = deps.tenants.byName(name);
+  const tenantOr404 = async (name: string) => {
+    const tenant = await deps.tenants.byName(name);
     if (!tenant) throw notFound(`unknown tenant '${name}'`);
     return tenant;
   };
@@ -55,7 +57,7 @@ export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
     schema: { ...common, summary: 'Create a tenant', body: createTenantSchema, response: { 201: tenantSchema, ...errorResponses, ...conflictResponse } },
     handler: async (request, reply) => {
       const { name, rpm = deps.defaultRpm, tpm = deps.defaultTpm } = request.body;
-      const tenant = deps.tenants.create(name, rpm, tpm);
+      const tenant = await deps.tenants.create(name, rpm, tpm);
       if (!tenant) throw conflict(`tenant '${name}' already exists`);
       return reply.code(201).send(tenant);
     },
@@ -63,13 +65,13 @@ export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
 
   typed.get('/admin/v1/tenants', {
     schema: { ...common, summary: 'List tenants', response: { 200: z.object({ data: z.array(tenantSchema) }), ...errorResponses } },
-    handler: async () => ({ data: deps.tenants.list() }),
+    handler: async () => ({ data: await deps.tenants.list() }),
   });
 
   typed.patch('/admin/v1/tenants/:name', {
     schema: { ...common, summary: "Change a tenant's limits (from its next request on)", params: tenantParams, body: limitsSchema, response: { 200: tenantSchema, ...errorResponses } },
     handler: async (request) => {
-      const tenant = deps.tenants.update(tenantOr404(request.params.name).name, request.body);
+      const tenant = await deps.tenants.update((await tenantOr404(request.params.name)).name, request.body);
       if (!tenant) throw notFound(`unknown tenant '${request.params.name}'`);
       return tenant;
     },
@@ -78,38 +80,37 @@ export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
   typed.delete('/admin/v1/tenants/:name', {
     schema: { ...common, summary: 'Delete a tenant with its keys, adapters and usage', params: tenantParams, response: { 200: z.object({ deleted: z.literal(true), name: z.string() }), ...errorResponses } },
     handler: async (request) => {
-      const { id, name } = tenantOr404(request.params.name);
-      deps.tenants.delete(name);
-      await deps.registry.deleteOwner(name);
+      const removed = await deps.store.removeTenant(request.params.name);
+      if (!removed) throw notFound(`unknown tenant '${request.params.name}'`);
       // Usage and limits belong to the id, which is never reused: a stream still running now is not recorded
       // later, and a new tenant of the same name starts from nothing.
-      deps.usage.forgetTenant(id);
-      deps.limiter.forget(id);
-      return { deleted: true as const, name };
+      await deps.registry.dispose(removed.adapters);
+      await deps.limiter.forget(removed.tenant.id);
+      return { deleted: true as const, name: removed.tenant.name };
     },
   });
 
   typed.post('/admin/v1/tenants/:name/keys', {
     schema: { ...common, summary: 'Create an API key (shown once)', params: tenantParams, response: { 201: keySchema.extend({ key: z.string() }), ...errorResponses } },
-    handler: async (request, reply) => reply.code(201).send(deps.keys.create(tenantOr404(request.params.name).id)),
+    handler: async (request, reply) => reply.code(201).send(await deps.keys.create((await tenantOr404(request.params.name)).id)),
   });
 
   typed.get('/admin/v1/tenants/:name/keys', {
     schema: { ...common, summary: "A tenant's keys (prefixes only)", params: tenantParams, response: { 200: z.object({ data: z.array(keySchema) }), ...errorResponses } },
-    handler: async (request) => ({ data: deps.keys.list(tenantOr404(request.params.name).id) }),
+    handler: async (request) => ({ data: await deps.keys.list((await tenantOr404(request.params.name)).id) }),
   });
 
   typed.delete('/admin/v1/keys/:id', {
     schema: { ...common, summary: 'Revoke a key', params: z.object({ id: z.string().max(64) }), response: { 200: z.object({ deleted: z.literal(true), id: z.string() }), ...errorResponses } },
     handler: async (request) => {
-      if (!deps.keys.delete(request.params.id)) throw notFound(`unknown key '${request.params.id}'`);
+      if (!(await deps.keys.delete(request.params.id))) throw notFound(`unknown key '${request.params.id}'`);
       return { deleted: true as const, id: request.params.id };
     },
   });
 
   typed.get('/admin/v1/usage', {
     schema: { ...common, summary: 'Token usage per tenant', response: { 200: z.object({ data: z.array(usageSchema) }), ...errorResponses } },
-    handler: async () => ({ data: deps.usage.byTenant() }),
+    handler: async () => ({ data: await deps.usage.byTenant() }),
   });
 
   typed.get('/admin/v1/overview', {

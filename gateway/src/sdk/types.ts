@@ -36,7 +36,7 @@ export interface Overview {
   backbone: string;
   tenants: { name: string; adapters: number; requests: number; prompt_tokens: number; completion_tokens: number }[];
   adapters: { id: string; owner: string | null; versions: number; requests: number; completion_tokens: number }[];
-  workers: { address: string; healthy: boolean; inflight: number; running: number; waiting: number; free_slots: number; adapters_loaded: number }[];
+  workers: { address: string; healthy: boolean; slots: number; max_context: number; inflight: number; running: number; waiting: number; free_slots: number; adapters_loaded: number }[];
   series: { t: number; requests: number; tokens: number; p50_ms: number | null; p99_ms: number | null }[];
   latency_ms: { p50: number | null; p90: number | null; p99: number | null };
   quality: { metric: string; rows: { task: string; method: string; median: number; min: number; max: number; seeds: number }[] };

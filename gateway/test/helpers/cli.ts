@@ -1,9 +1,9 @@
-// The built command line (dist/cli.js) as a subprocess, the way `para serve|chat|bench|admin` runs it.
+// The built command line (dist/platform/bin.js) as a subprocess, the way `para serve|chat|bench|admin` runs it.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { PYTHON, REPO_ROOT } from './paths.js';
 
-export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../dist/platform/bin.js', import.meta.url));
 
 /** The environment `para` gives the command line, without any operator key from the caller's shell. */
 export function cliEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {

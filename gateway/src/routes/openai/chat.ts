@@ -37,7 +37,7 @@ export function chatRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): void {
         ? { value: body.max_completion_tokens, param: 'max_completion_tokens' }
         : { value: body.max_tokens, param: 'max_tokens' };
       const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : 0;
-      const { ctx, resolved, specs } = prepare(deps, request, body.model, [{ chat: { messages: engineMessages(body.messages) } }], body, maxTokens, { topLogprobs });
+      const { ctx, resolved, specs } = await prepare(deps, request, body.model, [{ chat: { messages: engineMessages(body.messages) } }], body, maxTokens, { topLogprobs });
       const id = completionId('chatcmpl');
       const created = nowSeconds();
       const model = servedModel(resolved);

@@ -46,7 +46,7 @@ export interface Prepared {
   specs: ChoiceSpec[];
 }
 
-export function prepare(
+export async function prepare(
   deps: OpenAIRouteDeps,
   request: FastifyRequest,
   model: string,
@@ -54,9 +54,9 @@ export function prepare(
   body: SamplingFields,
   maxTokens: { value: number | null | undefined; param: string },
   extras: ChoiceExtras = { topLogprobs: 0 },
-): Prepared {
+): Promise<Prepared> {
   const startedAt = performance.now();
-  const resolved = deps.registry.resolve(request.caller, model);
+  const resolved = await deps.registry.resolve(request.caller, model);
   const context = deps.contextLimit();
   checkRanges(inputs, maxTokens, context);
   const specs = choiceSpecs(deps, inputs, body, maxTokens.value, extras);
@@ -64,7 +64,7 @@ export function prepare(
   // A choice can never use more tokens than max_tokens, or without one than the context holds.
   const reserve = maxTokens.value ?? context ?? 0;
   const admission =
-    caller.kind === 'tenant' ? deps.limiter.admit(caller.tenant.id, caller.tenant, { requests: specs.length, tokens: reserve * specs.length }) : NO_ADMISSION;
+    caller.kind === 'tenant' ? await deps.limiter.admit(caller.tenant.id, caller.tenant, { requests: specs.length, tokens: reserve * specs.length }) : NO_ADMISSION;
   const tenant = caller.kind === 'tenant' ? caller.tenant : { id: OPERATOR_ID, name: '' };
   return { ctx: { tenant: tenant.name, tenantId: tenant.id, modelId: resolved.id, startedAt, admission }, resolved, specs };
 }

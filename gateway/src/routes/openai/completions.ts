@@ -42,7 +42,7 @@ export function completionRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): v
     },
     handler: async (request, reply): Promise<CompletionResponse | undefined> => {
       const body = request.body;
-      const { ctx, resolved, specs } = prepare(deps, request, body.model, engineInputs(body.prompt), body, { value: body.max_tokens, param: 'max_tokens' }, { topLogprobs: body.logprobs ?? 0 });
+      const { ctx, resolved, specs } = await prepare(deps, request, body.model, engineInputs(body.prompt), body, { value: body.max_tokens, param: 'max_tokens' }, { topLogprobs: body.logprobs ?? 0 });
       const id = completionId('cmpl');
       const created = nowSeconds();
       const model = servedModel(resolved);

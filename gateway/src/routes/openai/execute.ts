@@ -106,7 +106,7 @@ export class ChoiceRunner {
       const running = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
       for (const g of running) g.cancel();
       const used = await Promise.all(running.map((g) => g.usage()));
-      this.accounting.finish(ctx, {
+      await this.accounting.finish(ctx, {
         status: statusOf(failed.reason),
         promptTokens: used.reduce((a, u) => a + u.promptTokens, 0),
         completionTokens: used.reduce((a, u) => a + u.completionTokens, 0),
@@ -146,12 +146,12 @@ export class ChoiceRunner {
       );
     } catch (err) {
       const usage = usageOf(partial, specs);
-      this.accounting.finish(ctx, { status: statusOf(err), promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+      await this.accounting.finish(ctx, { status: statusOf(err), promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
       throw err;
     }
     const usage = usageOf(partial, specs);
     const status = reply.raw.destroyed ? 499 : 200;
-    this.accounting.finish(ctx, { status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+    await this.accounting.finish(ctx, { status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
     return { choices: partial, usage };
   }
 
@@ -192,16 +192,18 @@ export class ChoiceRunner {
     );
     const usage = usageOf(results, specs);
     let status = 200;
+    const complete = !failure && !sse.closed;
     if (failure) {
       status = failure.status;
       sse.fail(failure.toBody());
-    } else if (sse.closed) {
+    } else if (!complete) {
       status = 499; // the client went away
-    } else {
-      if (includeUsage) sse.send(format.usage(usage));
-      sse.done();
+    } else if (includeUsage) {
+      sse.send(format.usage(usage));
     }
-    this.accounting.finish(ctx, { status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+    // Before [DONE]: a client that read the whole stream finds its usage counted, on whichever replica it asks.
+    await this.accounting.finish(ctx, { status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+    if (complete) sse.done();
   }
 }
 

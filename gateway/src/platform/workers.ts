@@ -12,6 +12,8 @@ export interface WorkerSpec {
   maxLen?: number;
   cwd: string;
   env: NodeJS.ProcessEnv;
+  /** Added to `env` for worker i (its CUDA_VISIBLE_DEVICES, from placement.ts); kept across its restarts. */
+  workerEnv?: Record<string, string>[];
 }
 
 export interface RunningWorker {
@@ -47,7 +49,8 @@ export function startWorker(spec: WorkerSpec, index: number, port = 0): Promise<
   if (spec.device) args.push('--device', spec.device);
   if (spec.slots) args.push('--slots', String(spec.slots));
   if (spec.maxLen) args.push('--max-len', String(spec.maxLen));
-  const child = spawn(spec.python, args, { cwd: spec.cwd, env: spec.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = { ...spec.env, ...(spec.workerEnv?.[index] ?? {}) };
+  const child = spawn(spec.python, args, { cwd: spec.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let stderr = '';
   // Both pipes are read for the worker's whole life: a full pipe would block it mid-write.

@@ -3,15 +3,14 @@
 // every worker.
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { availableParallelism } from 'node:os';
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { type Gateway, startGateway } from '../app.js';
-import { ParaClient } from '../sdk/index.js';
-import { CliError, type Command, intFlag, messageOf, optionalIntFlag, parseCommand } from './args.js';
+import { type Gateway, ParaClient, isPostgresUrl, startGateway } from '../index.js';
+import { CliError, type Command, messageOf, optionalIntFlag, parseCommand } from './args.js';
 import { runDemo } from './demo.js';
 import { DEFAULT_MODEL, defaultDataDir, pythonCommand, repoRoot } from './env.js';
 import { readyText } from './examples.js';
+import { placeWorkers } from './placement.js';
 import { ensureDemoTenants, resolveOperatorKey } from './state.js';
 import { WorkerSupervisor } from './supervisor.js';
 import { startWorkers, stopAllWorkers } from './workers.js';
@@ -25,9 +24,15 @@ dies is started again on its address (after 1 s, doubling to 30 s while it keeps
 gateway serves on the others, and answers 503 while none is up.
 
 Engine workers:
-  --workers N          engine worker processes, each with its own copy of the backbone (default 1)
+  --workers N          engine worker processes, each with its own copy of the backbone (default: one per
+                       GPU on CUDA, else 1)
   --model NAME|DIR     backbone: a named model, HF id or local checkpoint (default ${DEFAULT_MODEL})
-  --device DEV         torch device of the workers (default: cuda if available, else cpu)
+  --device DEV         torch device of the workers: cuda, cpu, mps (default: cuda when a GPU is found,
+                       else cpu)
+  --gpus LIST          on CUDA, the GPUs to use, as CUDA_VISIBLE_DEVICES names them (e.g. 0,2); default
+                       CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists; worker i sees only the
+                       i-th of them
+  --workers-per-gpu N  allow N workers on one GPU (default 1: more workers than GPUs is an error)
   --slots N            concurrent sequences per worker (default: the engine's, 16)
   --max-len N          tokens per sequence, prompt included (default: the engine's, 2048)
   --adapter NAME=DIR   also register this adapter directory as a shared adapter; repeatable
@@ -37,7 +42,8 @@ Gateway:
   --host ADDR          address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
   --data-dir DIR       uploaded adapters, keys and the database (default $PARA_CACHE/gateway or
                        ~/.cache/parapeft/gateway)
-  --db FILE            SQLite database (default <data dir>/gateway.db)
+  --db FILE|URL        SQLite file (default <data dir>/gateway.db), or postgres://user@host/db: the
+                       database several gateway replicas share (then --data-dir must be shared too)
   --operator-key KEY   the operator's key (or env PARA_OPERATOR_KEY); without either, one is generated on
                        first start and kept in <data dir>/operator-key (mode 0600)
   --log-level LEVEL    gateway log level: fatal, error, warn (default), info, debug, trace, silent
@@ -53,6 +59,8 @@ Workers are started with $PARA_PYTHON -m parapeft.cli.main engine (python3 when 
 
 const options = {
   workers: { type: 'string' },
+  gpus: { type: 'string' },
+  'workers-per-gpu': { type: 'string' },
   model: { type: 'string' },
   device: { type: 'string' },
   slots: { type: 'string' },
@@ -77,7 +85,13 @@ const adapterFlag = z.string().transform((item, ctx) => {
 });
 
 const schema = z.object({
-  workers: intFlag(1, 1, 64),
+  workers: optionalIntFlag(1, 64),
+  gpus: z
+    .string()
+    .regex(/^[A-Za-z0-9-]+(,[A-Za-z0-9-]+)*$/, 'a comma-separated list of GPU ids, e.g. 0,1')
+    .transform((list) => list.split(','))
+    .optional(),
+  'workers-per-gpu': optionalIntFlag(1, 64),
   model: z.string().min(1).default(DEFAULT_MODEL),
   device: z.string().min(1).optional(),
   slots: optionalIntFlag(1, 4096),
@@ -140,22 +154,15 @@ function checkModel(model: string): void {
   if (looksLikePath && !existsSync(model)) throw new CliError(`--model ${model}: no such directory`);
 }
 
-function workerEnv(opts: Pick<ServeOptions, 'workers' | 'device'>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  // Several workers on one CPU would each start a thread per core and fight over them; split the cores.
-  if (opts.workers > 1 && !env.OMP_NUM_THREADS && (opts.device ?? 'cpu') === 'cpu') {
-    env.OMP_NUM_THREADS = String(Math.max(1, Math.floor(availableParallelism() / opts.workers)));
-  }
-  return env;
-}
-
 async function serve(given: ServeOptions): Promise<number> {
   // The demo needs no fixed port, and should run beside a `para serve` already on 8080.
   const opts = { ...given, port: given.port ?? (given.demo ? 0 : 8080) };
   const root = repoRoot();
   const dataDir = resolve(opts['data-dir'] ?? defaultDataDir());
   mkdirSync(dataDir, { recursive: true });
-  const db = opts.db ? resolve(opts.db) : join(dataDir, 'gateway.db');
+  const db = opts.db ? (isPostgresUrl(opts.db) ? opts.db : resolve(opts.db)) : join(dataDir, 'gateway.db');
+  const placement = placeWorkers({ workers: opts.workers, device: opts.device, gpus: opts.gpus, perGpu: opts['workers-per-gpu'] });
+  const count = placement.workers.length;
   const seeds = sharedAdapters(opts, root);
   if (opts.demo && !['copa', 'boolq'].every((name) => seeds.some((s) => s.name === name))) {
     throw new CliError(`--demo needs the copa and boolq adapters, committed for ${DEFAULT_MODEL} (start with --model ${DEFAULT_MODEL})`);
@@ -182,10 +189,14 @@ async function serve(given: ServeOptions): Promise<number> {
   process.once('SIGTERM', onSignal);
 
   try {
-    const plural = opts.workers === 1 ? '' : 's';
-    process.stdout.write(`Starting ${opts.workers} engine worker${plural} for ${opts.model} (the first start of a model converts it; later ones take seconds)\n`);
-    const spec = { python: pythonCommand(), model: opts.model, device: opts.device, slots: opts.slots, maxLen: opts['max-len'], cwd: root, env: workerEnv(opts) };
-    const workers = await startWorkers(spec, opts.workers);
+    const plural = count === 1 ? '' : 's';
+    const where = placement.workers.some((w) => w.gpu !== undefined) ? ` on GPU${plural} ${placement.workers.map((w) => w.gpu).join(', ')}` : '';
+    process.stdout.write(`Starting ${count} engine worker${plural} for ${opts.model}${where} (the first start of a model converts it; later ones take seconds)\n`);
+    const spec = {
+      python: pythonCommand(), model: opts.model, device: placement.device, slots: opts.slots, maxLen: opts['max-len'], cwd: root,
+      env: { ...process.env }, workerEnv: placement.workers.map((w) => w.env),
+    };
+    const workers = await startWorkers(spec, count);
     supervisor = new WorkerSupervisor(spec, workers, { log: (message) => process.stderr.write(`para serve: ${message}\n`) });
     process.stdout.write(`Engine worker${plural} ready: ${workers.map((w) => `${w.address} (pid ${w.pid})`).join(', ')}; starting the gateway\n`);
     try {

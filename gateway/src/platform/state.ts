@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ParaApiError, type ParaClient } from '../sdk/index.js';
+import { ParaApiError, type ParaClient } from '../index.js';
 
 export const OPERATOR_KEY_FILE = 'operator-key';
 export const DEMO_KEYS_FILE = 'demo-tenants.json';

@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** `para` sets PARA_ROOT; run directly, the repository is three levels above this file (dist/cli/ or src/cli/). */
+/** `para` sets PARA_ROOT; run directly, the repository is three levels above this file (dist/platform/ or src/platform/). */
 export function repoRoot(env: NodeJS.ProcessEnv = process.env): string {
   return env.PARA_ROOT || fileURLToPath(new URL('../../../', import.meta.url));
 }

@@ -5,9 +5,8 @@
 import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, platform, release } from 'node:os';
 import { z } from 'zod';
-import { ParaApiError, ParaClient } from '../sdk/index.js';
+import { ParaApiError, ParaClient, type Summary, summarize } from '../index.js';
 import { CliError, type Command, DEFAULT_URL, explainFetchError, intFlag, parseCommand, urlFlag } from './args.js';
-import { type Summary, summarize } from '../percentiles.js';
 import { streamChat } from './stream.js';
 
 const usage = `Usage: para bench [options]

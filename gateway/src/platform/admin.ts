@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import { ParaApiError, ParaClient } from '../sdk/index.js';
+import { ParaApiError, ParaClient } from '../index.js';
 import { CliError, type Command, DEFAULT_URL, UsageError, explainFetchError, optionalIntFlag, parseCommand, urlFlag } from './args.js';
 
 const usage = `Usage: para admin <command> [options]

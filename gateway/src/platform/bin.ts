@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// `para serve|chat|bench|admin`: the platform command line (commands in ./cli/).
-import { main } from './cli/main.js';
+// `para serve|chat|bench|admin`: the platform's launcher and tools (commands in this folder). It uses the gateway
+// only through the package's public surface (../index.js), as any other program embedding the gateway would.
+import { main } from './main.js';
 
 main(process.argv.slice(2)).then(
   // Exit explicitly: open gRPC channels or keep-alive sockets must not hold a finished command open.

@@ -2,8 +2,7 @@
 // questions, all at once through the gateway with the official openai client; then the engine's own Stats
 // show the decoding step that mixed the most adapters, which is the point: one batch, both tenants.
 import OpenAI from 'openai';
-import { EngineClient } from '../workers/client.js';
-import { loadEngineService, type StatsResponse } from '../workers/proto.js';
+import { EngineClient, type StatsResponse, loadEngineService } from '../index.js';
 import { BOOLQ_QUESTIONS, COPA_QUESTIONS } from './samples.js';
 import type { DemoTenant } from './state.js';
 
