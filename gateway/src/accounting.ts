@@ -31,7 +31,7 @@ export class Accounting {
     this.metrics.requests.inc({ tenant: tenantLabel, model: ctx.modelId, status: String(outcome.status) });
     // The gateway's own failures do not count against the tenant's limits; what the engine generated is still billed.
     const settled = outcome.status >= 500 ? ctx.admission.refund() : ctx.admission.settle(tokens);
-    const recorded = tokens > 0 ? this.usage.record(ctx.tenantId, ctx.modelId, 1, outcome.promptTokens, outcome.completionTokens) : undefined;
+    const recorded = tokens > 0 ? this.usage.record(ctx.tenantId, ctx.modelId, 1, outcome.promptTokens, outcome.completionTokens, ctx.endUser) : undefined;
     if (tokens > 0) {
       this.metrics.tokens.inc({ tenant: tenantLabel, model: ctx.modelId, kind: 'prompt' }, outcome.promptTokens);
       this.metrics.tokens.inc({ tenant: tenantLabel, model: ctx.modelId, kind: 'completion' }, outcome.completionTokens);

@@ -41,6 +41,9 @@ describe('LoRA adapters through the API', () => {
     expect(reply.usage!.completion_tokens).toBe(reference.tokens);
     const bare = await client.chat.completions.create({ model: 'base', messages: [{ role: 'user', content: prompt }], max_tokens: 12, temperature: 0 });
     expect(reply.choices[0]!.message.content).not.toBe(bare.choices[0]!.message.content); // the adapter moved the model
+    const kinds = Object.fromEntries((await client.models.list()).data.map((m) => [m.id, (m as unknown as { kind: string }).kind]));
+    expect(kinds).toEqual({ base: 'base', alpha: 'para', 'acme/support': 'lora' });
+    expect(uploaded.kind).toBe('lora');
   });
 
   it('mixes PARA, LoRA and bare rows in one decoding step', async () => {

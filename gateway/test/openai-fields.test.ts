@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { type EngineWorker, generateDirect, startWorker } from './helpers/engine.js';
-import { type TestGateway, postJson, startTestGateway, tenantWithKey } from './helpers/gateway.js';
+import { type TestGateway, operatorFetch, postJson, startTestGateway, tenantWithKey } from './helpers/gateway.js';
 
 const tiny = inject('tinyDir');
 let worker: EngineWorker;
@@ -90,6 +90,25 @@ describe('honoured fields', () => {
     else expect(object.choices[0]!.message.content!.startsWith('{')).toBe(true); // cut by max_tokens
     // A free row of the same batch is untouched by its neighbours' masks.
     expect(free.choices[0]!.message.content).toBe((await generateDirect(worker.address, 'alpha@1', chatInput, { max_tokens: 8, temperature: 0 })).text);
+  });
+});
+
+describe('user', () => {
+  it('is recorded with the usage of each request that names one', async () => {
+    const replies = await Promise.all([
+      client.chat.completions.create({ model: 'alpha', messages, max_tokens: 3, user: 'u-1' }),
+      client.completions.create({ model: 'alpha', prompt: 'the cat', max_tokens: 4, user: 'u-1' }),
+      client.chat.completions.create({ model: 'alpha', messages, max_tokens: 2, safety_identifier: 'u-2' } as never),
+      client.chat.completions.create({ model: 'alpha', messages, max_tokens: 2 }),
+    ]);
+    const tokens = (r: { usage?: { total_tokens: number } | null }) => r.usage!.total_tokens;
+    const rows = ((await (await operatorFetch(gw.url, '/admin/v1/usage/users')).json()) as { data: unknown }).data as { tenant: string; model: string; user: string; requests: number; prompt_tokens: number; completion_tokens: number }[];
+    const of = (user: string) => rows.find((r) => r.tenant === 'acme' && r.model === 'alpha' && r.user === user)!;
+    expect(of('u-1').requests).toBe(2);
+    expect(of('u-1').prompt_tokens + of('u-1').completion_tokens).toBe(tokens(replies[0]) + tokens(replies[1]));
+    expect(of('u-2').requests).toBe(1);
+    expect(of('u-2').prompt_tokens + of('u-2').completion_tokens).toBe(tokens(replies[2]));
+    expect(rows.filter((r) => r.tenant === 'acme')).toHaveLength(2); // the request without a user has no row
   });
 });
 

@@ -21,7 +21,7 @@ const backends: [string, () => Promise<string>][] = [
 ];
 
 const version = (owner: string, name: string, sha = 'a'.repeat(64)) => ({
-  owner, name, sha256: sha, config_sha256: 'c'.repeat(64), bytes: 10, parameters: 5, dir: '', created: 1,
+  owner, name, sha256: sha, config_sha256: 'c'.repeat(64), bytes: 10, parameters: 5, dir: '', created: 1, kind: 'para',
 });
 
 describe.each(backends)('store on %s', (dialect, newDatabase) => {
@@ -40,7 +40,7 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
     const first = await open(db);
     expect(first.dialect).toBe(dialect);
     const applied = await sql<{ name: string }>`SELECT name FROM kysely_migration ORDER BY name`.execute(first.db);
-    expect(applied.rows.map((r) => r.name)).toEqual(['001_initial', '002_adapter_blobs', '003_rate_limits']);
+    expect(applied.rows.map((r) => r.name)).toEqual(['001_initial', '002_adapter_blobs', '003_rate_limits', '004_adapter_kinds_user_usage']);
     await first.tenants.create('kept', 1, 2);
     const second = await open(db);
     expect(Number((await sql<{ n: number }>`SELECT COUNT(*) AS n FROM kysely_migration`.execute(second.db)).rows[0]!.n)).toBe(3);
@@ -117,6 +117,21 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
       { model: 'base', requests: 1, prompt_tokens: 1, completion_tokens: 1 },
       { model: 'copa', requests: 40, prompt_tokens: 120, completion_tokens: 200 },
     ]);
+  });
+
+  it('adds usage per end user beside the tenant totals, exactly across replicas', async () => {
+    const db = await newDatabase();
+    const [a, b] = [await open(db), await open(db)];
+    const t = (await a.tenants.create('users', 1, 1))!;
+    await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).usage.record(t.id, 'copa', 1, 2, 3, i % 4 ? 'ann' : 'bob')));
+    await a.usage.record(t.id, 'copa', 1, 1, 1); // no user: the tenant's totals only
+    expect(await b.usage.byUser()).toEqual([
+      { tenant: 'users', model: 'copa', user: 'ann', requests: 15, prompt_tokens: 30, completion_tokens: 45 },
+      { tenant: 'users', model: 'copa', user: 'bob', requests: 5, prompt_tokens: 10, completion_tokens: 15 },
+    ]);
+    expect(await b.usage.byTenant()).toEqual([{ tenant: 'users', requests: 21, prompt_tokens: 41, completion_tokens: 61 }]);
+    await a.removeTenant('users');
+    expect(await b.usage.byUser()).toEqual([]);
   });
 
   it('removes a tenant with its keys, usage and adapters in one transaction', async () => {

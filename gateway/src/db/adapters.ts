@@ -18,9 +18,11 @@ export interface AdapterVersion {
   /** The folder of a version stored before blobs; '' otherwise. */
   dir: string;
   created: number;
+  /** 'para' or 'lora'. */
+  kind: string;
 }
 
-const COLUMNS = ['owner', 'name', 'version', 'sha256', 'config_sha256', 'bytes', 'parameters', 'dir', 'created'] as const;
+const COLUMNS = ['owner', 'name', 'version', 'sha256', 'config_sha256', 'bytes', 'parameters', 'dir', 'created', 'kind'] as const;
 
 /** Two replicas inserting the next version of one adapter at once: one of them takes the number again. */
 const INSERT_ATTEMPTS = 10;
@@ -38,7 +40,7 @@ export class AdapterStore {
       try {
         const inserted = await this.db
           .insertInto('adapters')
-          .columns(['owner', 'name', 'version', 'sha256', 'config_sha256', 'bytes', 'parameters', 'dir', 'created', 'deleted'])
+          .columns(['owner', 'name', 'version', 'sha256', 'config_sha256', 'bytes', 'parameters', 'dir', 'created', 'kind', 'deleted'])
           .expression(
             this.db
               .selectFrom('adapters')
@@ -52,6 +54,7 @@ export class AdapterStore {
                 sql<number>`CAST(${row.parameters} AS BIGINT)`.as('parameters'),
                 sql<string>`CAST(${row.dir} AS TEXT)`.as('dir'),
                 sql<number>`CAST(${row.created} AS BIGINT)`.as('created'),
+                sql<string>`CAST(${row.kind} AS TEXT)`.as('kind'),
                 sql<number>`0`.as('deleted'),
               ])
               .where('owner', '=', row.owner)

@@ -92,6 +92,24 @@ const rateLimits = (dialect: Dialect): Migration => ({
 
 export const RATE_LIMIT_TABLE = 'rate_limits';
 
+// Adapters of two kinds (PARA and peft LoRA), recorded per version so listings say which; and usage by the end
+// user a request names (OpenAI's `user`), beside the per-tenant totals.
+const kindsAndUsers = (dialect: Dialect): Migration => ({
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('adapters').addColumn('kind', 'text', (c) => c.notNull().defaultTo('para')).execute();
+    await db.schema
+      .createTable('user_usage')
+      .addColumn('tenant_id', big(dialect), (c) => c.notNull())
+      .addColumn('model', 'text', (c) => c.notNull())
+      .addColumn('end_user', 'text', (c) => c.notNull())
+      .addColumn('requests', big(dialect), (c) => c.notNull().defaultTo(0))
+      .addColumn('prompt_tokens', big(dialect), (c) => c.notNull().defaultTo(0))
+      .addColumn('completion_tokens', big(dialect), (c) => c.notNull().defaultTo(0))
+      .addPrimaryKeyConstraint('user_usage_pk', ['tenant_id', 'model', 'end_user'])
+      .execute();
+  },
+});
+
 class StaticProvider implements MigrationProvider {
   constructor(private readonly migrations: Record<string, Migration>) {}
   async getMigrations() {
@@ -103,6 +121,7 @@ export const migrationsFor = (dialect: Dialect): Record<string, Migration> => ({
   '001_initial': initial(dialect),
   '002_adapter_blobs': blobs,
   '003_rate_limits': rateLimits(dialect),
+  '004_adapter_kinds_user_usage': kindsAndUsers(dialect),
 });
 
 export class MigrationError extends Error {

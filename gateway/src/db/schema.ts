@@ -34,6 +34,8 @@ export interface AdaptersTable {
   created: number;
   /** 0 live, 1 deleted (2, pending, was used before blobs: such rows are marked deleted by migration 002). */
   deleted: Generated<number>;
+  /** 'para' or 'lora' (from the config's peft_type); versions stored before migration 004 are PARA. */
+  kind: Generated<string>;
 }
 
 export interface TenantUsageTable {
@@ -46,11 +48,17 @@ export interface TenantUsageTable {
   completion_tokens: Generated<number>;
 }
 
+/** Usage of the requests that named their end user (OpenAI's `user` or `safety_identifier`). */
+export interface UserUsageTable extends TenantUsageTable {
+  end_user: string;
+}
+
 export interface Tables {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
   adapters: AdaptersTable;
   tenant_usage: TenantUsageTable;
+  user_usage: UserUsageTable;
 }
 
 export type Db = Kysely<Tables>;

@@ -9,7 +9,7 @@ import { MODEL_PATTERN, NAME_PATTERN, NAME_RULE } from '../names.js';
 import { isServiceError } from '../workers/client.js';
 import { clientMessage, faultOf } from '../workers/faults.js';
 import type { AdapterSource, Router } from '../workers/router.js';
-import { AdapterConfigError, parseAdapterConfig } from './adapter-config.js';
+import { AdapterConfigError, type AdapterKind, parseAdapterConfig } from './adapter-config.js';
 import type { AdapterFiles, AdapterFileStore, FileRef } from './files.js';
 import { SafetensorsError, parseSafetensors } from './safetensors.js';
 
@@ -30,6 +30,8 @@ export interface AdapterView {
   parameters: number;
   created: number;
   versions: number[];
+  /** 'para' or 'lora' (of the version shown). */
+  kind: AdapterKind;
 }
 
 export const adapterId = (owner: string, name: string) => (owner ? `${owner}/${name}` : name);
@@ -102,8 +104,9 @@ export class AdapterRegistry {
     }
     if (!owner && name === BASE_MODEL) throw badRequest(`'${BASE_MODEL}' names the bare backbone`, 'name');
     let parameters: number;
+    let kind: AdapterKind;
     try {
-      parseAdapterConfig(files.config);
+      kind = parseAdapterConfig(files.config).kind;
       parameters = parseSafetensors(files.weights).parameters;
     } catch (err) {
       if (err instanceof AdapterConfigError) throw badRequest(err.message, 'config', 'invalid_adapter');
@@ -116,7 +119,7 @@ export class AdapterRegistry {
     const [configSha256, weightsSha256] = [await this.files.putBlob(files.config), await this.files.putBlob(files.weights)];
     const row = await this.store.insertNext({
       owner, name, sha256: weightsSha256, config_sha256: configSha256, bytes: files.weights.length,
-      parameters: Number(info?.parameters) || parameters, dir: '', created: nowSeconds(),
+      parameters: Number(info?.parameters) || parameters, dir: '', created: nowSeconds(), kind,
     });
     // A delete of the last other version with the same content, on any replica, may have found the blob unused
     // just before this row went in and removed it: put back what is missing. (That delete's check and removal
@@ -184,5 +187,6 @@ function view(rows: AdapterVersion[], version?: number): AdapterView {
     parameters: row.parameters,
     created: row.created,
     versions: rows.map((r) => r.version),
+    kind: row.kind === 'lora' ? 'lora' : 'para',
   };
 }

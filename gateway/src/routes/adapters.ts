@@ -26,6 +26,7 @@ export const adapterSchema = z.object({
   parameters: z.number().int(),
   created: z.number().int(),
   versions: z.array(z.number().int()),
+  kind: z.enum(['para', 'lora']).describe('PARA or peft LoRA (from the config\'s peft_type)'),
 }) satisfies z.ZodType<AdapterView>; // the registry's view is the one declaration of this shape
 
 const uploadFieldsSchema = z.object({

@@ -108,6 +108,14 @@ export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
     },
   });
 
+  typed.get('/admin/v1/usage/users', {
+    schema: {
+      ...common,
+      summary: "Token usage per end user: the requests that named one (OpenAI's `user` or `safety_identifier`)",
+      response: { 200: z.object({ data: z.array(usageSchema.extend({ model: z.string(), user: z.string() })) }), ...errorResponses },
+    },
+    handler: async () => ({ data: await deps.usage.byUser() }),
+  });
   typed.get('/admin/v1/usage', {
     schema: { ...common, summary: 'Token usage per tenant', response: { 200: z.object({ data: z.array(usageSchema) }), ...errorResponses } },
     handler: async () => ({ data: await deps.usage.byTenant() }),

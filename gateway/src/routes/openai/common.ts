@@ -33,6 +33,8 @@ interface SamplingFields {
   ignore_eos?: boolean | null;
   logit_bias?: Record<string, number> | null;
   response_format?: { type: 'text' } | { type: 'json_object' } | { type: 'json_schema'; json_schema: { schema?: Record<string, unknown> } } | null;
+  user?: string;
+  safety_identifier?: string;
 }
 
 /** What the engine is asked besides the sampling fields: alternatives per token. */
@@ -66,7 +68,8 @@ export async function prepare(
   const admission =
     caller.kind === 'tenant' ? await deps.limiter.admit(caller.tenant.id, caller.tenant, { requests: specs.length, tokens: reserve * specs.length }) : NO_ADMISSION;
   const tenant = caller.kind === 'tenant' ? caller.tenant : { id: OPERATOR_ID, name: '' };
-  return { ctx: { tenant: tenant.name, tenantId: tenant.id, modelId: resolved.id, startedAt, admission }, resolved, specs };
+  const endUser = body.user || body.safety_identifier || undefined;
+  return { ctx: { tenant: tenant.name, tenantId: tenant.id, modelId: resolved.id, endUser, startedAt, admission }, resolved, specs };
 }
 
 /** Numbers the workers' uint32 fields would silently wrap, or that no worker could honour, are 400s here. */

@@ -57,6 +57,8 @@ export interface RequestContext {
   /** The tenant's id usage is recorded under (0 for the operator). */
   tenantId: number;
   modelId: string;
+  /** The end user the request named (OpenAI's `user`, else `safety_identifier`), recorded with its usage. */
+  endUser?: string;
   startedAt: number;
   /** The request's hold on its tenant's rate limits, settled when it ends. */
   admission: Admission;

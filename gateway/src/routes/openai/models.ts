@@ -11,8 +11,8 @@ type Model = z.infer<typeof modelSchema>;
 
 export function modelRoutes(app: FastifyInstance, registry: AdapterRegistry, backbone: string, startedAt: number): void {
   const list = async (caller: Parameters<AdapterRegistry['list']>[0]): Promise<Model[]> => [
-    { id: BASE_MODEL, object: 'model', created: startedAt, owned_by: backbone },
-    ...(await registry.list(caller)).map((a): Model => ({ id: a.id, object: 'model', created: a.created, owned_by: a.owner ?? 'shared' })),
+    { id: BASE_MODEL, object: 'model', created: startedAt, owned_by: backbone, kind: 'base' },
+    ...(await registry.list(caller)).map((a): Model => ({ id: a.id, object: 'model', created: a.created, owned_by: a.owner ?? 'shared', kind: a.kind })),
   ];
   const typed = app.withTypeProvider<ZodTypeProvider>();
   typed.get('/v1/models', {

@@ -224,6 +224,7 @@ export const modelSchema = z.object({
   object: z.literal('model'),
   created: z.number().int(),
   owned_by: z.string(),
+  kind: z.enum(['base', 'para', 'lora']).describe('The bare backbone, a PARA adapter or a peft LoRA adapter (an extension to OpenAI\'s object)'),
 });
 
 export const modelListSchema = z.object({ object: z.literal('list'), data: z.array(modelSchema) });
