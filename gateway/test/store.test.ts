@@ -43,7 +43,7 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
     expect(applied.rows.map((r) => r.name)).toEqual(['001_initial', '002_adapter_blobs', '003_rate_limits', '004_adapter_kinds_user_usage']);
     await first.tenants.create('kept', 1, 2);
     const second = await open(db);
-    expect(Number((await sql<{ n: number }>`SELECT COUNT(*) AS n FROM kysely_migration`.execute(second.db)).rows[0]!.n)).toBe(3);
+    expect(Number((await sql<{ n: number }>`SELECT COUNT(*) AS n FROM kysely_migration`.execute(second.db)).rows[0]!.n)).toBe(4);
     expect(await second.tenants.byName('kept')).toMatchObject({ name: 'kept', rpm: 1, tpm: 2 });
   });
 
