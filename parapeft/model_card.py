@@ -54,11 +54,11 @@ def card_metadata(config: ParaConfig, task: str | None = None, metrics: dict[str
 
 
 def default_body(config: ParaConfig, task: str | None) -> str:
-    backbone = config.base_model_variant or config.base_model_name_or_path or "its backbone"
+    backbone = config.base_model_variant or config.base_model_name_or_path or "<its backbone>"
     title = f"PARA adapter: {task}" if task else "PARA adapter"
     return (
         f"# {title}\n\n"
-        f"A PARA (Prompt-Aware Representation Adjustment) adapter for `{config.base_model_name_or_path}`: "
+        f"A PARA (Prompt-Aware Representation Adjustment) adapter for `{config.base_model_name_or_path or 'a causal LM'}`: "
         f"r={config.r}, {config.pooler} pooling, scaling {', '.join(config.targets)}.\n\n"
         "```python\n"
         "from parapeft import ParaModel, load_base_model\n\n"
