@@ -17,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model (optionally with an adapter) on a task",
         description="Batched evaluation with greedy decoding, printing a metrics table and writing JSON with "
-        "per-example predictions. Without --adapter the bare backbone is evaluated.",
+        "per-example predictions. Without --adapter the bare backbone is evaluated. A prompt longer than "
+        "--max-length has its passage cut (question and options stay whole); one that still does not fit is "
+        "scored wrong; both are counted in the JSON (truncated, unfitted).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", help="named model, HF id or local path (default: the adapter's own backbone, "
@@ -55,11 +57,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{args.task} / {args.split} / {len(examples)} examples / {args.adapter or 'bare ' + args.model}")
     for name, value in result.metrics.items():
         print(f"  {name:<18} {value:.4f}")
+    if any(result.counts.values()):
+        print(f"  over-long prompts: {result.counts['truncated']} had their passage cut to fit, "
+              f"{result.counts['unfitted']} could not be fitted and are scored wrong")
     name = f"eval-{args.task}-{args.split}.json"
     default = Path(args.adapter) / name if args.adapter and Path(args.adapter).is_dir() else Path(name)
     output = Path(args.output) if args.output else default
     output.write_text(json.dumps({"model": args.model, "adapter": args.adapter, "task": args.task, "split": args.split,
-                                  "examples": len(examples), "metrics": result.metrics, "wall_s": round(elapsed, 1),
+                                  "examples": len(examples), "metrics": result.metrics,
+                                  "truncated": result.counts["truncated"], "unfitted": result.counts["unfitted"],
+                                  "wall_s": round(elapsed, 1),
                                   "predictions": result.predictions}, indent=2) + "\n")
     print(f"wrote {output}")
     return 0
