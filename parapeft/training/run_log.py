@@ -46,15 +46,16 @@ class RunLog(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
         if step % self.eval_every == 0 or step == self.total_steps:
+            control.should_save = True  # every rank: Trainer's checkpoint saving is collective
+        if (step % self.eval_every == 0 or step == self.total_steps) and self.is_main:
+            # Once, on the main process: the other ranks wait for it at their next gradient all-reduce.
             started = time.perf_counter()
             metrics = self.run_eval(step)
             value = metrics[self.select_metric]
             self.write({"step": step, "eval": True, **{f"dev_{k}": v for k, v in metrics.items()}})
             if self.best_metric is None or value > self.best_metric:
                 self.best_metric, self.best_step = value, step
-                if self.is_main:
-                    self.save_best(self.out / "best")
-            control.should_save = True
+                self.save_best(self.out / "best")
             self.window_start += time.perf_counter() - started  # throughput excludes evaluation time
         if self.stop_after and step - self.first_step >= self.stop_after and step < self.total_steps:
             control.should_save = control.should_training_stop = True

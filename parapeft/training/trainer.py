@@ -144,6 +144,8 @@ def train(args: TrainArgs) -> dict:
         save_steps=10**9,  # saving is asked for by RunLog: at every dev evaluation and when stopping early
         save_total_limit=1, report_to=[], disable_tqdm=not args.progress, remove_unused_columns=False,
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+        # On a machine without a GPU this is what makes `accelerate launch` / torchrun processes one gloo group.
+        use_cpu=not torch.cuda.is_available(),
     )
     per_step = args.batch_size * args.grad_accum * training_args.world_size
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * len(encoded) / per_step))
