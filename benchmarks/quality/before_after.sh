@@ -13,7 +13,13 @@ OLD_SRC=$(cd "${1:?old source tree (holding parapeft/)}" && pwd)
 NEW_SRC=$(cd "${2:?new source tree}" && pwd)
 OUT=${3:-runs/before-after}
 PYTHON=${PYTHON:-python}
-export PARA_DATA=${PARA_DATA:-$(cd "$NEW_SRC/../shared/data" 2>/dev/null && pwd || echo "$NEW_SRC/../shared/data")}
+# The task data: $PARA_DATA, else shared/data beside or inside the new tree.
+if [ -z "${PARA_DATA:-}" ]; then
+  for candidate in "$NEW_SRC/../shared/data" "$NEW_SRC/shared/data"; do
+    [ -d "$candidate" ] && PARA_DATA=$(cd "$candidate" && pwd) && break
+  done
+fi
+export PARA_DATA=${PARA_DATA:?no task data: set PARA_DATA}
 TRAIN_ARGS=(train --model smollm2-135m --task copa --method para --seed 1 --lr 3e-3 --rank 12 --pooler mean
             --epochs 3 --batch-size 16 --evals 3 --no-progress)
 # A CPU smoke check of the script itself: SMOKE=1 trains 2 steps and scores 8 dev examples.
