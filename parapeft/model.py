@@ -355,7 +355,11 @@ class ParaModel(PeftCompatible):
                 row_slots = torch.tensor(slots, device=attention_mask.device)
         prompt = attention_mask.bool() & prompt_mask.bool()
         if names and mode != DECODE and not bool(prompt.any(dim=1).all()):
-            raise ValueError("every row needs at least one prompt position (non-padding, label -100 or prompt_mask)")
+            raise ValueError(
+                "every row needs at least one prompt position (non-padding, label -100 or prompt_mask); a loss on "
+                "every token leaves PARA no prompt to read: with TRL, train on prompt-completion data or set "
+                "assistant_only_loss=True"
+            )
         ctx = self._context
         ctx.mode, ctx.prompt_mask, ctx.names, ctx.row_slots = mode, prompt, names, row_slots
 

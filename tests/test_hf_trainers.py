@@ -102,6 +102,39 @@ def test_sft_trainer_trains_a_para_model_and_checkpoints_the_adapter_alone(tiny_
     assert_reloads_exactly(para, tiny_dir, checkpoint, tokenizer, examples)
 
 
+# ChatML with the {% generation %} markers TRL's assistant_only_loss reads (which positions are the assistant's).
+TRAINING_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}<|im_start|>assistant\n{% generation %}"
+    "{{ m['content'] }}<|im_end|>{% endgeneration %}\n{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def messages_dataset(examples) -> Dataset:
+    return Dataset.from_list([{"messages": [{"role": "user", "content": e.prompt}, {"role": "assistant", "content": e.target}]}
+                              for e in examples])
+
+
+def test_sft_trainer_on_chat_messages_with_assistant_only_loss(tiny_dir, examples, tmp_path):
+    para, tokenizer = fresh_para(tiny_dir)
+    tokenizer.chat_template = TRAINING_TEMPLATE
+    before = training_loss(para, tokenizer, examples)
+    trainer = SFTTrainer(model=para, args=sft_args(tmp_path, assistant_only_loss=True),
+                         train_dataset=messages_dataset(examples), processing_class=tokenizer)
+    trainer.train()
+    assert training_loss(para, tokenizer, examples) < before - 0.01
+    assert_adapter_only(tmp_path / "checkpoint-8")
+
+
+def test_sft_trainer_with_a_loss_on_every_token_is_refused_by_name(tiny_dir, examples, tmp_path):
+    """Language-modelling a whole transcript leaves no prompt to pool: a clear error, not silent training."""
+    para, tokenizer = fresh_para(tiny_dir)
+    trainer = SFTTrainer(model=para, args=sft_args(tmp_path), train_dataset=messages_dataset(examples),
+                         processing_class=tokenizer)
+    with pytest.raises(ValueError, match="at least one prompt position"):
+        trainer.train()
+
+
 def test_sft_trainer_resumes_where_it_stopped(tiny_dir, examples, tmp_path):
     data = sft_dataset(examples, chat=True)
     whole, tokenizer = fresh_para(tiny_dir)
