@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,15 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_TYPE = "PARA"
 FORMAT_VERSION = 1
+TASK_TYPE = "CAUSAL_LM"
+# Keys every peft adapter_config.json carries. They are read and checked, then dropped with a warning: PARA
+# adapts causal LMs only (task_type), trainability is chosen when loading (is_trainable, not inference_mode), the
+# backbone is named by base_model_name_or_path / base_model_variant (revision), and peft_version is peft's own.
+PEFT_GENERIC_KEYS = ("peft_version", "task_type", "revision", "inference_mode")
+
+
+class PeftKeyWarning(UserWarning):
+    """A generic peft config key that a PARA adapter reads but does not use."""
 
 
 @dataclass
@@ -41,7 +51,15 @@ class ParaConfig:
         default=None, metadata={"help": "Decoder layers that get a generator; None means every layer."}
     )
     base_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Backbone the adapter was trained on (a named model, HF id or path)."}
+        default=None,
+        metadata={"help": "Backbone the adapter was trained on: its Hugging Face Hub id when it has one, else the "
+                  "name or path it was loaded from."},
+    )
+    base_model_variant: str | None = field(
+        default=None,
+        metadata={"help": "The parapeft named model the backbone was loaded as, when it was one (e.g. 'smollm2-135m', "
+                  "the Q4_1 GGUF of HuggingFaceTB/SmolLM2-135M-Instruct dequantised); None for the published weights. "
+                  "Written only when set."},
     )
     model_type: str | None = field(default=None, metadata={"help": "Backbone architecture, filled in on attach."})
     dims: dict[str, int] | None = field(
@@ -78,15 +96,22 @@ class ParaConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["base_model_variant"] is None:
+            del data["base_model_variant"]  # configs of published backbones keep the keys they always had
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ParaConfig":
+        data = dict(data)
+        generic = {key: data.pop(key) for key in PEFT_GENERIC_KEYS if key in data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown keys in PARA adapter config: {', '.join(unknown)}")
-        return cls(**data)
+        config = cls(**data)
+        check_generic_keys(generic)
+        return config
 
     def save(self, directory: str | Path) -> None:
         path = Path(directory) / CONFIG_NAME
@@ -104,3 +129,22 @@ class ParaConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object")
         return cls.from_dict(data)
+
+
+def check_generic_keys(generic: dict[str, Any]) -> None:
+    """Refuse generic peft values that contradict a PARA adapter; warn, by name, about the ones not used."""
+    task_type = generic.get("task_type")
+    if task_type is not None and task_type != TASK_TYPE:
+        raise ValueError(f"task_type {task_type!r}: PARA adapts causal language models only ({TASK_TYPE!r})")
+    inference_mode = generic.get("inference_mode")
+    if inference_mode is not None and not isinstance(inference_mode, bool):
+        raise ValueError(f"inference_mode must be true or false, got {inference_mode!r}")
+    unused = {k: v for k, v in generic.items() if v is not None and k != "task_type"}
+    if unused:
+        listed = ", ".join(f"{k}={v!r}" for k, v in unused.items())
+        warnings.warn(
+            f"adapter config keys not used by PARA: {listed} (trainability is chosen when loading, with "
+            "is_trainable; the backbone is named by base_model_name_or_path and base_model_variant)",
+            PeftKeyWarning,
+            stacklevel=3,
+        )

@@ -32,6 +32,7 @@ class PassContext:
     prompt_mask: torch.Tensor | None = None  # [batch, time] bool
     names: list[str] = field(default_factory=list)  # distinct adapters of the batch
     row_slots: torch.Tensor | None = None  # [batch] index into names, -1 = bare backbone; None = all names[0]
+    depth: int = 0  # > 0 while a ParaModel forward or generate is running (it prepared this pass itself)
 
     def expanded(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Prompt mask and row slots for ``batch`` rows: generation repeats each row for beams / return sequences."""
@@ -58,7 +59,10 @@ class ParaLayer:
     def observe(self, x: torch.Tensor) -> None:
         ctx = self.context
         if ctx.mode is None:
-            raise RuntimeError("a PARA-wrapped model must be called through its ParaModel (forward or generate)")
+            raise RuntimeError(
+                "a PARA-wrapped model must be called through its ParaModel (forward or generate), or its backbone "
+                "with labels (-100 on the prompt), so that PARA knows which positions are the prompt"
+            )
         if ctx.mode == DECODE:
             if self.scales is not None and next(iter(self.scales.values())).shape[0] != x.shape[0]:
                 raise RuntimeError("batch size changed after prefill; PARA vectors are per prompt")

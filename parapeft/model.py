@@ -12,7 +12,9 @@ from .adapter_io import AdapterLoadError, check_compatible, load_weights, save_w
 from .architectures import arch_spec, decoder_layers, layer_dims, set_submodule
 from .config import ParaConfig
 from .generator import LayerGenerators
+from .hub import resolve_adapter_dir
 from .layer import COMPUTE, DECODE, PREFILL, ParaLayer, PassContext, ScaledModule
+from .peft_surface import PeftCompatible
 
 BASE_ADAPTER = "__base__"  # per-row adapter name meaning "no adapter" (the name HF peft uses too)
 
@@ -37,13 +39,20 @@ def adapter_shapes(config: ParaConfig, dims: dict[str, int]) -> dict[str, tuple[
     return shapes
 
 
-class ParaModel(nn.Module):
+class ParaModel(PeftCompatible):
     """Wraps a supported causal LM: backbone frozen, PARA generators in every (chosen) layer.
 
     Vectors come from the prompt only: in ``forward`` the prompt is
-    ``prompt_mask`` if given, else the non-padding positions whose label is
-    -100; in ``generate`` it is the non-padding prompt, and the vectors
-    computed at prefill are reused for every new token.
+    ``prompt_mask`` if given, else the non-completion positions of
+    ``completion_mask`` (TRL's name), else the non-padding positions whose
+    label is -100; in ``generate`` it is the non-padding prompt, and the
+    vectors computed at prefill are reused for every new token. A trainer that
+    calls the backbone itself with ``labels`` gets the same prompt (a forward
+    pre-hook on the backbone reads them).
+
+    It is a ``peft.PeftModel`` to the libraries that check (see
+    :mod:`.peft_surface`), so ``transformers.Trainer`` and ``trl.SFTTrainer``
+    train it unchanged and their checkpoints hold the adapter alone.
     """
 
     def __init__(self, model: nn.Module, config: ParaConfig, adapter_name: str = "default"):
@@ -55,11 +64,13 @@ class ParaModel(nn.Module):
         self.dims = layer_dims(model, self.spec)
         widths = {t: self.dims[t] for t in ("q", "v", "up")}
         self.layers = nn.ModuleList(LayerGenerators(self.dims["hidden"], widths) for _ in range(self.dims["num_layers"]))
-        self.peft_config: dict[str, ParaConfig] = {}
         self.active_adapter = adapter_name
         self._context = PassContext()
         self._wrap_targets()
-        self._hook = model.register_forward_hook(self._after_base_forward)
+        self._hooks = [
+            model.register_forward_pre_hook(self._before_base_forward, with_kwargs=True),
+            model.register_forward_hook(self._after_base_forward),
+        ]
         self.add_adapter(adapter_name, config)
 
     # ------------------------------------------------------------------ wiring
@@ -74,6 +85,26 @@ class ParaModel(nn.Module):
                 set_submodule(layer, spec.q, ScaledModule(layer.get_submodule(spec.q), state, "q", False, spec.q_layout))
             set_submodule(layer, spec.v, ScaledModule(layer.get_submodule(spec.v), state, "v", False))
             set_submodule(layer, spec.up, ScaledModule(layer.get_submodule(spec.up), state, "up", False))
+
+    def _before_base_forward(self, module, args, kwargs):
+        """A backbone called directly (not from this wrapper): its ``labels`` say where the prompt is."""
+        if self._context.depth:
+            return None  # forward or generate of this ParaModel prepared the pass
+        labels = kwargs.get("labels")
+        if labels is None:
+            self._context.mode = None  # never reuse an earlier pass's prompt: the reader raises a named error
+            return None
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        batch, length, device = self._batch_shape(input_ids, kwargs.get("inputs_embeds"))
+        attention_mask = kwargs.get("attention_mask")
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        self._prepare(batch, attention_mask, labels == -100, self._disabled_names(batch), COMPUTE)
+        return None
+
+    def _disabled_names(self, batch: int) -> list[str] | None:
+        """Per-row adapter names inside ``disable_adapter()`` (every row bare), else None (the active adapter)."""
+        return [BASE_ADAPTER] * batch if self._adapters_disabled else None
 
     def _after_base_forward(self, module, args, output):
         # The first pass of ``generate`` is the prefill; later passes decode with the prefill's vectors.
@@ -103,7 +134,10 @@ class ParaModel(nn.Module):
         config.model_type = self.model_type
         config.dims = dict(self.dims)
         if config.base_model_name_or_path is None:
-            config.base_model_name_or_path = getattr(self.base_model.config, "_name_or_path", None) or None
+            from .backbones.identity import backbone_identity
+
+            loaded_from = getattr(self.base_model.config, "_name_or_path", None)
+            config.base_model_name_or_path, config.base_model_variant = backbone_identity(loaded_from)
         device = self.base_model.get_input_embeddings().weight.device
         for index in self._transformed_layers(config):
             self.layers[index].add(adapter_name, config, device)
@@ -118,9 +152,12 @@ class ParaModel(nn.Module):
         if self.active_adapter == adapter_name:
             self.active_adapter = next(iter(self.peft_config), None)
 
-    def set_adapter(self, adapter_name: str) -> None:
+    def set_adapter(self, adapter_name: str, inference_mode: bool = False) -> None:
+        """Make ``adapter_name`` the one used when no per-row ``adapter_names`` are given (frozen if ``inference_mode``)."""
         self._require(adapter_name)
         self.active_adapter = adapter_name
+        if inference_mode:
+            self._set_trainable(adapter_name, False)
 
     def _require(self, adapter_name: str) -> None:
         if adapter_name not in self.peft_config:
@@ -140,25 +177,88 @@ class ParaModel(nn.Module):
     def _expected_shapes(self, config: ParaConfig) -> dict[str, tuple[int, ...]]:
         return adapter_shapes(config, self.dims)
 
-    def save_pretrained(self, save_directory: str | Path, adapter_name: str | None = None) -> None:
-        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` of one adapter (default: the active one)."""
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        adapter_name: str | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        safe_serialization: bool = True,
+        task: str | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Write ``adapter_config.json``, ``adapter_model.safetensors`` and a model card (``README.md``) of one adapter.
+
+        ``adapter_name`` defaults to the active adapter. ``state_dict`` is the whole wrapper's state as a
+        trainer gathered it (``transformers.Trainer`` passes one under FSDP or DeepSpeed); the adapter's
+        tensors are taken from it. ``task`` and ``metrics`` go into the card's metadata.
+        """
+        from .model_card import write_model_card
+
+        if not safe_serialization:
+            raise ValueError("PARA adapters are saved as safetensors only (safe_serialization=False was asked)")
         name = adapter_name or self.active_adapter
         self._require(name)
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_weights(self.adapter_state_dict(name), directory)
+        save_weights(self.adapter_state_dict(name) if state_dict is None else self._adapter_from(state_dict, name),
+                     directory)
         self.peft_config[name].save(directory)
+        write_model_card(directory, self.peft_config[name], task=task, metrics=metrics)
 
-    def load_adapter(self, adapter_dir: str | Path, adapter_name: str, is_trainable: bool = False) -> None:
-        """Load a saved adapter under ``adapter_name``; on any error nothing is left half-loaded."""
-        config, tensors = self.read_adapter(adapter_dir)
-        self.add_adapter_weights(adapter_name, config, tensors, is_trainable)
+    def _adapter_from(self, state_dict: dict[str, torch.Tensor], adapter_name: str) -> dict[str, torch.Tensor]:
+        """The saved form (``layers.{i}.{tensor}``) of one adapter's entries in a full wrapper state dict."""
+        marker = f".adapters.{adapter_name}."
+        picked = {key.replace(marker, ".", 1): value for key, value in state_dict.items()
+                  if key.startswith("layers.") and marker in key}
+        expected = self._expected_shapes(self.peft_config[adapter_name])
+        if set(picked) != set(expected):
+            raise AdapterLoadError(f"the state dict given to save_pretrained lacks adapter {adapter_name!r}'s tensors")
+        return picked
 
-    def read_adapter(self, adapter_dir: str | Path) -> tuple[ParaConfig, dict[str, torch.Tensor]]:
+    def push_to_hub(self, repo_id: str, adapter_name: str | None = None, private: bool | None = None,
+                    token: str | None = None, commit_message: str = "Upload PARA adapter", task: str | None = None,
+                    metrics: dict[str, float] | None = None) -> str:
+        """Save one adapter (config, weights, card) and upload it to the Hub repository ``repo_id``; returns its URL."""
+        from .hub import push_adapter
+
+        return push_adapter(lambda directory: self.save_pretrained(directory, adapter_name, task=task, metrics=metrics),
+                            repo_id, private=private, token=token, commit_message=commit_message)
+
+    def load_adapter(self, adapter_dir: str | Path, adapter_name: str, is_trainable: bool = False,
+                     revision: str | None = None) -> None:
+        """Load a saved adapter (a directory or a Hub id) under ``adapter_name``.
+
+        When ``adapter_name`` is already loaded its weights are replaced in place (the parameters stay the
+        same objects, so an optimizer holding them continues): that is how ``transformers.Trainer`` resumes
+        a run and restores its best checkpoint. On any error nothing is left half-loaded.
+        """
+        config, tensors = self.read_adapter(adapter_dir, revision=revision)
+        if adapter_name in self.peft_config:
+            self._replace_weights(adapter_name, config, tensors, is_trainable)
+        else:
+            self.add_adapter_weights(adapter_name, config, tensors, is_trainable)
+
+    def _replace_weights(self, adapter_name: str, config: ParaConfig, tensors: dict[str, torch.Tensor],
+                         is_trainable: bool) -> None:
+        current = self.peft_config[adapter_name]
+        shape_keys = ("r", "pooler", "activation", "targets", "layers_to_transform")
+        differs = [k for k in shape_keys if getattr(current, k) != getattr(config, k)]
+        if differs:
+            raise AdapterLoadError(f"cannot load into adapter {adapter_name!r}: the saved one differs in {', '.join(differs)}")
+        self._copy_weights(adapter_name, current, tensors)
+        self._set_trainable(adapter_name, is_trainable)
+
+    def _set_trainable(self, adapter_name: str, is_trainable: bool) -> None:
+        for layer in self.layers:
+            if adapter_name in layer.adapters:
+                layer.adapters[adapter_name].requires_grad_(is_trainable)
+
+    def read_adapter(self, adapter_dir: str | Path, revision: str | None = None) -> tuple[ParaConfig, dict[str, torch.Tensor]]:
         """Config and weights of a saved adapter, checked against this backbone, without attaching it."""
-        config = read_adapter_config(adapter_dir)
+        directory = resolve_adapter_dir(adapter_dir, revision=revision)
+        config = read_adapter_config(directory)
         check_compatible(config, self.model_type, self.dims, str(adapter_dir))
-        return config, load_weights(adapter_dir, self._expected_shapes(config))
+        return config, load_weights(directory, self._expected_shapes(config))
 
     def add_adapter_weights(
         self, adapter_name: str, config: ParaConfig, tensors: dict[str, torch.Tensor], is_trainable: bool = False
@@ -169,9 +269,7 @@ class ParaModel(nn.Module):
             raise AdapterLoadError(f"weights of adapter {adapter_name!r} do not match its config")
         self.add_adapter(adapter_name, config)
         self._copy_weights(adapter_name, config, tensors)
-        for layer in self.layers:
-            if adapter_name in layer.adapters:
-                layer.adapters[adapter_name].requires_grad_(is_trainable)
+        self._set_trainable(adapter_name, is_trainable)
 
     def _copy_weights(self, adapter_name: str, config: ParaConfig, tensors: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
@@ -182,13 +280,23 @@ class ParaModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, model: nn.Module, adapter_dir: str | Path, adapter_name: str = "default", is_trainable: bool = False
+        cls,
+        model: nn.Module,
+        adapter_dir: str | Path,
+        adapter_name: str = "default",
+        is_trainable: bool = False,
+        revision: str | None = None,
     ) -> "ParaModel":
-        """Attach a saved adapter to ``model``; inference mode (eval, no gradients) unless ``is_trainable``."""
-        config = read_adapter_config(adapter_dir)
+        """Attach a saved adapter to ``model``; inference mode (eval, no gradients) unless ``is_trainable``.
+
+        ``adapter_dir`` is a local directory or a Hugging Face Hub repository id (read through the Hub's
+        cache: with ``HF_HUB_OFFLINE=1`` only the cache is used).
+        """
+        directory = resolve_adapter_dir(adapter_dir, revision=revision)
+        config = read_adapter_config(directory)
         para = cls(model, config, adapter_name)
         try:
-            para._copy_weights(adapter_name, config, load_weights(adapter_dir, para._expected_shapes(config)))
+            para._copy_weights(adapter_name, config, load_weights(directory, para._expected_shapes(config)))
         except Exception:
             para.unload()  # leave the caller's model as it was
             raise
@@ -209,7 +317,8 @@ class ParaModel(nn.Module):
 
     def unload(self) -> nn.Module:
         """Remove PARA and give back the plain backbone (its weights were never changed)."""
-        self._hook.remove()
+        for hook in self._hooks:
+            hook.remove()
         for layer in decoder_layers(self.base_model):
             for path in {self.spec.reader, self.spec.q, self.spec.v, self.spec.up}:
                 wrapper = layer.get_submodule(path)
@@ -246,7 +355,11 @@ class ParaModel(nn.Module):
                 row_slots = torch.tensor(slots, device=attention_mask.device)
         prompt = attention_mask.bool() & prompt_mask.bool()
         if names and mode != DECODE and not bool(prompt.any(dim=1).all()):
-            raise ValueError("every row needs at least one prompt position (non-padding, label -100 or prompt_mask)")
+            raise ValueError(
+                "every row needs at least one prompt position (non-padding, label -100 or prompt_mask); a loss on "
+                "every token leaves PARA no prompt to read: with TRL, train on prompt-completion data or set "
+                "assistant_only_loss=True"
+            )
         ctx = self._context
         ctx.mode, ctx.prompt_mask, ctx.names, ctx.row_slots = mode, prompt, names, row_slots
 
@@ -266,12 +379,17 @@ class ParaModel(nn.Module):
         adapter_names: Sequence[str] | None = None,
         inputs_embeds: torch.Tensor | None = None,
         past_key_values: Any = None,
+        completion_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ):
-        """Like the backbone's forward, plus ``prompt_mask`` and per-row ``adapter_names``.
+        """Like the backbone's forward, plus ``prompt_mask`` / ``completion_mask`` and per-row ``adapter_names``.
 
         With a non-empty ``past_key_values`` the pass continues a cached
         sequence and reuses the vectors of the pass that filled the cache.
+        In training mode the prompt must be given (``labels``, ``prompt_mask``
+        or ``completion_mask``): a trainer that drops the labels before the
+        forward (label smoothing, a custom loss) would otherwise let the
+        response reach the pooler.
         """
         batch, length, device = self._batch_shape(input_ids, inputs_embeds)
         if attention_mask is None:
@@ -283,19 +401,32 @@ class ParaModel(nn.Module):
             mode = COMPUTE
             if prompt_mask is not None:
                 prompt = prompt_mask
+            elif completion_mask is not None:
+                prompt = completion_mask == 0
             elif labels is not None:
                 prompt = labels == -100
+            elif self.base_model.training and torch.is_grad_enabled():  # a trainer's step (it calls .train())
+                raise ValueError(
+                    "PARA trains on the prompt's vectors only and this training forward does not say where the "
+                    "prompt is: pass labels (-100 on the prompt), prompt_mask or completion_mask"
+                )
             else:
                 prompt = torch.ones_like(attention_mask)
+        if adapter_names is None:
+            adapter_names = self._disabled_names(batch)
         self._prepare(batch, attention_mask, prompt, adapter_names, mode)
-        return self.base_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            labels=labels,
-            inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values,
-            **kwargs,
-        )
+        self._context.depth += 1
+        try:
+            return self.base_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                labels=labels,
+                inputs_embeds=inputs_embeds,
+                past_key_values=past_key_values,
+                **kwargs,
+            )
+        finally:
+            self._context.depth -= 1
 
     @torch.no_grad()
     def generate(
@@ -311,10 +442,14 @@ class ParaModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
         prompt = prompt_mask if prompt_mask is not None else torch.ones_like(attention_mask)
+        if adapter_names is None:
+            adapter_names = self._disabled_names(batch)
         self._prepare(batch, attention_mask, prompt, adapter_names, PREFILL)
+        self._context.depth += 1
         try:
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         finally:
+            self._context.depth -= 1
             self._context.mode = None
             self._release_scales()
 

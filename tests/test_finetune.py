@@ -45,7 +45,7 @@ def test_training_lowers_the_loss_and_keeps_the_best_adapter(tiny_dir, tmp_path,
     assert len(curve) == 8
     assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, curve
     assert summary["trainable_params"] > 0 and summary["dev_metric"] is not None
-    for name in ("best", "checkpoint", "curves.png", "summary.json", "run_config.json"):
+    for name in ("best", "checkpoints/checkpoint-8", "curves.png", "summary.json", "run_config.json"):
         assert (tmp_path / name).exists(), name
     assert (tmp_path / "best" / "adapter_model.safetensors").is_file()
 
@@ -57,8 +57,8 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_dir, tmp_
     stopped = train(args_for(tiny_dir, parts, stop_after=3))
     assert stopped["stopped_at_step"] == 3 and not (parts / "summary.json").exists()
     train(args_for(tiny_dir, parts, resume=True))
-    a = load_file(str(whole / "checkpoint" / "trainable.safetensors"))
-    b = load_file(str(parts / "checkpoint" / "trainable.safetensors"))
+    a = load_file(str(whole / "checkpoints" / "checkpoint-8" / "adapter_model.safetensors"))
+    b = load_file(str(parts / "checkpoints" / "checkpoint-8" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert losses(whole) == losses(parts)
     with pytest.raises(FileExistsError, match="not empty"):

@@ -41,7 +41,8 @@ def load_base_model(
 
     ``name_or_path`` is a named model (see ``NAMED_MODELS``; cached under ``cache_dir``,
     default ``$PARA_CACHE`` or ``~/.cache/parapeft``), a local HF directory, a local
-    ``.gguf`` file, or a Hugging Face Hub id (which uses the Hub's own cache).
+    ``.gguf`` file, or a Hugging Face Hub id (read from the Hub's cache when it is there, downloaded
+    otherwise unless ``HF_HUB_OFFLINE`` is set).
     """
     source = resolve_model(name_or_path, cache_dir)
     local = Path(source).expanduser()
@@ -56,8 +57,13 @@ def load_base_model(
     else:
         kwargs = {"pretrained_model_name_or_path": source}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(**kwargs)
-        model = AutoModelForCausalLM.from_pretrained(**kwargs, dtype=dtype)
+        if "local_files_only" in kwargs:
+            tokenizer, model = _load(kwargs, dtype)
+        else:
+            try:  # a Hub id: the Hub's cache first, so a cached model loads without asking the network
+                tokenizer, model = _load({**kwargs, "local_files_only": True}, dtype)
+            except OSError:
+                tokenizer, model = _load(kwargs, dtype)  # honours HF_HUB_OFFLINE: refuses when offline
     except (OSError, ValueError) as exc:
         if "local_files_only" in kwargs:
             raise
@@ -66,3 +72,7 @@ def load_base_model(
             f"not an existing local path, and not loadable from the Hugging Face Hub ({exc})"
         ) from exc
     return model.to(device).eval(), tokenizer
+
+
+def _load(kwargs: dict[str, Any], dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    return AutoTokenizer.from_pretrained(**kwargs), AutoModelForCausalLM.from_pretrained(**kwargs, dtype=dtype)

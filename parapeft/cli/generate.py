@@ -17,8 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Generate a completion, streamed to the terminal. Instruct models get their chat template "
         "unless --raw is given.",
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"named model, Hugging Face id or local path (default: {DEFAULT_MODEL})")
-    parser.add_argument("--adapter", metavar="DIR", help="PARA adapter directory to apply")
+    parser.add_argument("--model", help=f"named model, Hugging Face id or local path (default: the adapter's own "
+                        f"backbone, else {DEFAULT_MODEL})")
+    parser.add_argument("--adapter", metavar="DIR_OR_HUB_ID", help="PARA adapter (a directory or Hugging Face Hub id) to apply")
     parser.add_argument("--prompt", required=True, help="the user message (or raw text with --raw)")
     parser.add_argument("--system", help="system message for chat models (default: the model's own)")
     parser.add_argument("--raw", action="store_true", help="do not apply the chat template; continue the text as is")
@@ -50,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--max-new-tokens must be at least 1")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise ValueError("--temperature must be >= 0 and --top-p in (0, 1]")
+    from ..training.methods import adapter_backbone
+
+    args.model = args.model or (args.adapter and adapter_backbone(args.adapter)) or DEFAULT_MODEL
     model, tokenizer = load_base_model(args.model, device=args.device)
     if args.adapter:
         model = ParaModel.from_pretrained(model, args.adapter)

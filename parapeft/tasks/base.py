@@ -35,6 +35,9 @@ class Example:
     label: int | None = None  # index of the correct choice
     system: str | None = None  # system message that came with the data (chat records), else None
     history: list[dict[str, str]] = field(default_factory=list)  # earlier chat turns before `prompt`
+    # The part of `prompt` that may be cut when the prompt is longer than the context (a passage, a schema),
+    # appearing in it verbatim; None when no part may be (see parapeft.tasks.truncation).
+    context: str | None = None
 
 
 @runtime_checkable

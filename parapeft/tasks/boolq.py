@@ -51,6 +51,7 @@ class BoolQ(FileTask):
                 Example(
                     id=f"boolq-{record.get('idx', len(examples))}",
                     prompt=format_prompt(field(record, "passage", where), field(record, "question", where)),
+                    context=record["passage"].strip(),
                     target=target,
                     answers=[target],
                     choices=list(CHOICES),

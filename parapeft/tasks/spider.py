@@ -85,6 +85,7 @@ class Spider(FileTask):
                 Example(
                     id=f"spider-{split}-{n}",
                     prompt=format_prompt(schemas[db_id], field(record, "question", where)),
+                    context=schemas[db_id],
                     target=tidy_sql(query),
                     answers=[query],
                 )

@@ -65,6 +65,7 @@ class Squad(FileTask):
                         Example(
                             id=str(qa.get("id", f"{split}-{len(examples)}")),
                             prompt=format_prompt(context, field(qa, "question", where)),
+                            context=context.strip(),
                             target=answers[0],
                             answers=answers,
                         )

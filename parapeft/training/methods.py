@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..backbones.identity import backbone_to_load
 from ..config import ParaConfig
+from ..hub import resolve_adapter_dir
 from ..model import ParaModel, get_para_model
 
 METHODS = ("para", "lora", "dora", "ia3")
@@ -62,12 +64,29 @@ def match_budget(config, method: str, target: int, pooler: str = "mean", max_ran
     return rank, candidates[rank]
 
 
-def adapter_method(adapter_dir: str | Path) -> str:
-    """Which method saved ``adapter_dir`` (from its adapter_config.json)."""
-    path = Path(adapter_dir) / "adapter_config.json"
+def read_config_json(adapter_dir: str | Path) -> tuple[Path, dict]:
+    """``(path, contents)`` of the adapter_config.json of a local adapter directory or Hub repository."""
+    path = resolve_adapter_dir(adapter_dir) / "adapter_config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no adapter_config.json in {adapter_dir}")
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return path, config
+
+
+def adapter_backbone(adapter_dir: str | Path) -> str | None:
+    """The backbone to load for a saved adapter: its named variant if it has one, else its base model id."""
+    _, config = read_config_json(adapter_dir)
+    return backbone_to_load(config.get("base_model_name_or_path"), config.get("base_model_variant"))
+
+
+def adapter_method(adapter_dir: str | Path) -> str:
+    """Which method saved ``adapter_dir`` (from its adapter_config.json)."""
+    path, config = read_config_json(adapter_dir)
     peft_type = str(config.get("peft_type", "")).upper()
     if peft_type == "PARA":
         return "para"
@@ -84,7 +103,8 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, is_trainable: bool =
         return ParaModel.from_pretrained(model, adapter_dir, is_trainable=is_trainable)
     from peft import PeftModel
 
-    if not (Path(adapter_dir) / "adapter_model.safetensors").is_file():
+    directory = resolve_adapter_dir(adapter_dir)
+    if not (directory / "adapter_model.safetensors").is_file():
         # peft would fall back to a pickled adapter_model.bin; user files are never unpickled here.
         raise FileNotFoundError(f"no adapter_model.safetensors in {adapter_dir} (only safetensors adapters are loaded)")
-    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+    return PeftModel.from_pretrained(model, str(directory), is_trainable=is_trainable)

@@ -1,9 +1,11 @@
-"""The training loop: response-only loss, AdamW with warm-up and decay, accumulation, Accelerate,
-dev evaluation with the best adapter kept, exact resume after an interruption.
+"""``para train``, built on ``transformers.Trainer``: response-only loss (logits only where a response token is
+predicted), AdamW with warm-up and decay, gradient accumulation, mixed precision, Accelerate / DDP, adapter-only
+checkpoints and exact resume come from Trainer; this module adds what Trainer lacks: budget matching of the
+baselines, dev evaluation by the task's own metric with the best adapter kept in ``OUT/best``
+(:mod:`.run_log`), ``metrics.jsonl``, ``curves.png``, ``run_config.json`` and ``summary.json``.
 
-Determinism: the example order of epoch e is a permutation seeded by (seed, e)
-and torch's RNG is reseeded from (seed, step) before each optimisation step, so
-a run resumed from a checkpoint continues exactly as if it had never stopped.
+Determinism: Trainer seeds the example order from ``--seed`` and stores every RNG state in its
+checkpoints, so a run resumed from a checkpoint continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 from ..tasks import get_task
-from .batching import PromptTooLongError, collate, encode_for_training, padding_id
-from .checkpoint import load_checkpoint, save_checkpoint
+from .batching import Encoded, PromptTooLongError, collate, encode_for_training, padding_id
 from .loss import response_loss
 from .methods import attach, count_on_meta, match_budget, trainable_parameters
+from .run_log import RunLog
+
+CHECKPOINTS = "checkpoints"  # OUT/checkpoints/checkpoint-<step>: Trainer's checkpoints (the last one is kept)
 
 
 @dataclass
@@ -58,25 +63,31 @@ class TrainArgs:
     progress: bool = True
 
 
-def _schedule(optimizer, kind: str, warmup: int, total: int):
-    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+class ResponseTrainer(Trainer):
+    """Trainer whose loss is :func:`.loss.response_loss` (and which counts the tokens it trains on)."""
 
-    build = {"linear": get_linear_schedule_with_warmup, "cosine": get_cosine_schedule_with_warmup}[kind]
-    return build(optimizer, warmup, total)
+    def __init__(self, *args, para: bool, run_log: RunLog, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.para, self.run_log = para, run_log
+        # The loss is a mean per micro-batch, as before: Trainer then divides it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:
+            raise ValueError("para train computes the response loss only; it has no outputs to return")
+        self.run_log.tokens += int(inputs["attention_mask"].sum())
+        return response_loss(model, inputs, para=self.para)
 
 
-class ExampleOrder:
-    """Index of the i-th example seen in training: epochs are seeded permutations laid end to end."""
+class EncodedExamples(torch.utils.data.Dataset):
+    def __init__(self, rows: list[Encoded]):
+        self.rows = rows
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self._cache = size, seed, {}
+    def __len__(self) -> int:
+        return len(self.rows)
 
-    def __getitem__(self, i: int) -> int:
-        epoch, within = divmod(i, self.size)
-        if epoch not in self._cache:
-            generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
-            self._cache = {epoch: torch.randperm(self.size, generator=generator).tolist()}
-        return self._cache[epoch][within]
+    def __getitem__(self, index: int) -> Encoded:
+        return self.rows[index]
 
 
 def _resolve_rank(args: TrainArgs, config) -> tuple[int, int | None]:
@@ -88,16 +99,18 @@ def _resolve_rank(args: TrainArgs, config) -> tuple[int, int | None]:
     return rank, target
 
 
-def train(args: TrainArgs) -> dict:
-    from accelerate import Accelerator
+def _precision(args: TrainArgs) -> str:
+    if args.mixed_precision:
+        return args.mixed_precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
+
+def train(args: TrainArgs) -> dict:
     from ..backbones import load_base_model
     from ..evaluation import evaluate
 
     if args.method != "para" and args.pooler != "mean":
         raise ValueError("--pooler applies to PARA only")
-    mixed = args.mixed_precision or ("bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=mixed)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise FileExistsError(f"{out} is not empty; pass --resume to continue that run or choose another --out")
@@ -118,110 +131,71 @@ def train(args: TrainArgs) -> dict:
         try:
             encoded.append(encode_for_training(tokenizer, example, args.max_length))
         except PromptTooLongError:
-            skipped += 1
+            skipped += 1  # documented in docs/tasks.md: a training prompt is never cut, the example is skipped
     if not encoded:
         raise ValueError(f"no training example fits --max-length {args.max_length}")
-    per_step = args.batch_size * args.grad_accum * accelerator.num_processes
+    mixed = _precision(args)
+    training_args = TrainingArguments(
+        output_dir=str(out / CHECKPOINTS), seed=args.seed, data_seed=args.seed,
+        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr, weight_decay=args.weight_decay, lr_scheduler_type=args.schedule, optim="adamw_torch",
+        max_grad_norm=0.0,  # no clipping, as the method was tuned
+        bf16=mixed == "bf16", fp16=mixed == "fp16", logging_steps=args.log_every, save_strategy="steps",
+        save_steps=10**9,  # saving is asked for by RunLog: at every dev evaluation and when stopping early
+        save_total_limit=1, report_to=[], disable_tqdm=not args.progress, remove_unused_columns=False,
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+        # On a machine without a GPU this is what makes `accelerate launch` / torchrun processes one gloo group.
+        use_cpu=not torch.cuda.is_available(),
+    )
+    per_step = args.batch_size * args.grad_accum * training_args.world_size
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * len(encoded) / per_step))
+    training_args.max_steps = total_steps
+    training_args.warmup_steps = int(args.warmup_ratio * total_steps)
     eval_every = args.eval_every or max(1, math.ceil(total_steps / args.evals))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = _schedule(optimizer, args.schedule, int(args.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-
-    state = {"step": 0, "best_metric": None, "best_step": None, "tokens": 0}
-    if args.resume and (out / "checkpoint").is_dir():
-        state = load_checkpoint(out / "checkpoint", unwrapped, optimizer, scheduler)
-    config_record = {**asdict(args), "rank": rank, "budget_target": budget_target, "trainable_params": n_trainable,
-                     "train_examples": len(encoded), "skipped_too_long": skipped, "total_steps": total_steps,
-                     "mixed_precision": mixed, "processes": accelerator.num_processes}
-    if accelerator.is_main_process:
-        (out / "run_config.json").write_text(json.dumps(config_record, indent=2) + "\n")
-    log = (out / "metrics.jsonl").open("a") if accelerator.is_main_process else None
     select_metric = "loglik_accuracy" if args.select_by == "loglik" else task.metric
+    is_main = training_args.process_index == 0
 
-    def run_eval(step: int) -> float:
+    def run_eval(step: int) -> dict[str, float]:
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         unwrapped.eval()
         result = evaluate(unwrapped, tokenizer, task, dev_examples, args.max_length, args.eval_batch_size,
                           progress=False, generation=args.select_by != "loglik")
         unwrapped.train()
-        value = result.metrics[select_metric]
-        if log:
-            log.write(json.dumps({"step": step, "eval": True, **{f"dev_{k}": v for k, v in result.metrics.items()}}) + "\n")
-            log.flush()
-        return value
+        return result.metrics
 
-    order = ExampleOrder(len(encoded), args.seed)
+    def save_best(directory: Path) -> None:
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        unwrapped.save_pretrained(directory, **({"task": args.task} if args.method == "para" else {}))
+
+    run_log = RunLog(out, eval_every, total_steps, run_eval, select_metric, save_best, is_main, args.stop_after,
+                     per_step, len(encoded))
     pad_id = padding_id(tokenizer)
-    model.train()
-    bar = tqdm(total=total_steps, initial=state["step"], desc=f"{args.method} on {args.task}", unit="step",
-               disable=not (args.progress and accelerator.is_main_process))
-    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-    first_step, stopped_early = state["step"], False
+    trainer = ResponseTrainer(model=model, args=training_args, train_dataset=EncodedExamples(encoded),
+                              data_collator=lambda rows: collate(rows, pad_id), callbacks=[run_log],
+                              para=args.method == "para", run_log=run_log)
+    resume_from = get_last_checkpoint(str(out / CHECKPOINTS)) if args.resume and (out / CHECKPOINTS).is_dir() else None
+    config_record = {**asdict(args), "rank": rank, "budget_target": budget_target, "trainable_params": n_trainable,
+                     "train_examples": len(encoded), "skipped_too_long": skipped, "total_steps": total_steps,
+                     "mixed_precision": mixed, "processes": training_args.world_size}
+    if is_main:
+        (out / "run_config.json").write_text(json.dumps(config_record, indent=2) + "\n")
+    run_log.restore(resume_from)
     try:
-        while state["step"] < total_steps:
-            step = state["step"]
-            torch.manual_seed(args.seed * 1_000_003 + step)  # dropout masks depend on (seed, step) only
-            step_loss = 0.0
-            for micro in range(args.grad_accum):
-                first = ((step * args.grad_accum + micro) * accelerator.num_processes + accelerator.process_index) * args.batch_size
-                batch = collate([encoded[order[i]] for i in range(first, first + args.batch_size)], pad_id)
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                with accelerator.accumulate(model):
-                    loss = response_loss(model, batch, para=args.method == "para")
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                step_loss += loss.item() / args.grad_accum
-                window_tokens += int(batch["attention_mask"].sum())
-            state["step"] = step = step + 1
-            state["tokens"] += window_tokens
-            window_loss += step_loss
-            bar.update(1)
-            if step % args.log_every == 0 or step == total_steps:
-                elapsed = time.perf_counter() - window_start
-                steps_in_window = step % args.log_every or args.log_every
-                record = {"step": step, "loss": window_loss / steps_in_window, "lr": scheduler.get_last_lr()[0],
-                          "tokens_per_s": window_tokens / elapsed, "epoch": step * per_step / len(encoded)}
-                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                if log:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-            if step % eval_every == 0 or step == total_steps:
-                value = run_eval(step)
-                if state["best_metric"] is None or value > state["best_metric"]:
-                    state["best_metric"], state["best_step"] = value, step
-                    if accelerator.is_main_process:
-                        unwrapped.save_pretrained(out / "best")
-                bar.set_postfix(loss=f"{step_loss:.4f}", **{f"dev_{select_metric}": f"{value:.3f}"})
-                if accelerator.is_main_process:
-                    save_checkpoint(out / "checkpoint", unwrapped, optimizer, scheduler, state)
-                window_start = time.perf_counter()  # throughput excludes evaluation time
-            if args.stop_after and step - first_step >= args.stop_after and step < total_steps:
-                if accelerator.is_main_process:
-                    save_checkpoint(out / "checkpoint", unwrapped, optimizer, scheduler, state)
-                stopped_early = True
-                break
+        trainer.train(resume_from_checkpoint=resume_from)
     except KeyboardInterrupt:
-        if accelerator.is_main_process:
-            save_checkpoint(out / "checkpoint", unwrapped, optimizer, scheduler, state)
-            print(f"\ninterrupted at step {state['step']}; checkpoint saved, continue with --resume", flush=True)
+        trainer._save_checkpoint(trainer.model, trial=None)  # the step reached so far; --resume continues it
+        if is_main:
+            print(f"\ninterrupted at step {trainer.state.global_step}; checkpoint saved, continue with --resume",
+                  flush=True)
         raise
-    finally:
-        bar.close()
-        if log:
-            log.close()
 
     summary = {"model": args.model, "task": args.task, "method": args.method, "seed": args.seed, "rank": rank,
                "pooler": args.pooler if args.method == "para" else None, "trainable_params": n_trainable,
-               "metric_name": select_metric, "dev_metric": state["best_metric"], "best_step": state["best_step"],
+               "metric_name": select_metric, "dev_metric": run_log.best_metric, "best_step": run_log.best_step,
                "steps": total_steps, "wall_s": round(time.perf_counter() - started, 1)}
-    if stopped_early:
-        return {**summary, "stopped_at_step": state["step"]}
-    if accelerator.is_main_process:
+    if run_log.stopped_early:
+        return {**summary, "stopped_at_step": trainer.state.global_step}
+    if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         from .curves import plot_curves
 

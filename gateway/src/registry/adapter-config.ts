@@ -19,9 +19,15 @@ export const paraAdapterConfigSchema = z
       .optional(),
     layers_to_transform: nullable(z.array(z.number().int().nonnegative()).min(1)),
     base_model_name_or_path: nullable(z.string().max(1024)),
+    base_model_variant: nullable(z.string().max(128)),
     model_type: nullable(z.string().max(128)),
     dims: nullable(z.record(z.string().max(64), z.number().int().nonnegative())),
     format_version: z.number().int().min(1).max(1, 'format_version newer than this gateway supports (1)').optional(),
+    // peft's generic keys, which ParaConfig loads with a warning
+    peft_version: nullable(z.string().max(64)),
+    task_type: nullable(z.literal('CAUSAL_LM', { message: "task_type must be 'CAUSAL_LM'" })),
+    revision: nullable(z.string().max(256)),
+    inference_mode: nullable(z.boolean()),
   })
   .strict();
 
