@@ -12,32 +12,14 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
-import { createRequire } from 'node:module';
 import { availableParallelism, cpus, platform, release, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { GATEWAY, ROOT, adopt, TOKENS, directCall, engineService, freePort, grpc, httpCall, latency, rate, round, startProcess, stop } from './harness.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(HERE, '..', '..');
-const GATEWAY = join(ROOT, 'gateway');
-const PROTO = join(ROOT, 'proto', 'engine.proto');
-// gRPC comes from the gateway's own dependencies: the benchmark adds none.
-const require = createRequire(join(GATEWAY, 'package.json'));
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
 const { ParaClient } = await import(join(GATEWAY, 'dist', 'sdk', 'index.js'));
 
 const QUICK = process.argv.includes('--quick');
-/** Tokens the fake engine streams per request; max_tokens of every request, so the real engine matches. */
-const TOKENS = 8;
 const OPERATOR_KEY = 'bench-operator-key-0123456789';
-
-function engineService() {
-  const definition = protoLoader.loadSync(PROTO, { keepCase: true, longs: Number, defaults: true, oneofs: true });
-  return grpc.loadPackageDefinition(definition).para.engine.v1.Engine;
-}
 
 // ---- the fake engine (runs in its own process: `overhead.mjs --fake-engine`) ----
 
@@ -71,40 +53,6 @@ function runFakeEngine() {
 
 // ---- processes ----
 
-const children = new Set();
-process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
-
-/** Starts a process and resolves with the first stdout line matching `pattern`. */
-function startProcess(command, args, pattern, env = process.env) {
-  const child = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-3000)));
-  return new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited (${code}):\n${stderr}`)));
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const match = pattern.exec(line);
-      if (match) resolve({ child, match });
-    });
-  });
-}
-
-const stop = async (child) => {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-  children.delete(child);
-};
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function startGatewayProcess(worker) {
   const dataDir = mkdtempSync(join(tmpdir(), 'para-overhead-'));
@@ -116,7 +64,7 @@ async function startGatewayProcess(worker) {
     [join(GATEWAY, 'dist', 'main.js'), '--port', String(port), '--worker', worker, '--db', join(dataDir, 'gw.db'), '--data-dir', dataDir, '--operator-key', OPERATOR_KEY, '--log-level', 'warn'],
     { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] },
   );
-  children.add(child);
+  adopt(child);
   const url = `http://127.0.0.1:${port}`;
   const healthy = async () => (await fetch(`${url}/healthz`).catch(() => null))?.status === 200;
   for (let i = 0; !(await healthy()); i++) {
@@ -131,76 +79,8 @@ async function startGatewayProcess(worker) {
 
 // ---- one request of each kind ----
 
-const MESSAGES = [{ role: 'user', content: 'the cat sat on the mat' }];
-
-function directCall(client) {
-  return new Promise((resolve, reject) => {
-    const call = client.Generate({ request_id: 'r', adapter: '', chat: { messages: MESSAGES }, sampling: { max_tokens: TOKENS, temperature: 0, ignore_eos: true } });
-    let tokens = 0;
-    call.on('data', (chunk) => (tokens += chunk.token_ids.length));
-    call.on('error', reject);
-    call.on('end', () => resolve(tokens));
-  });
-}
-
-function httpCall(agent, url, key, stream) {
-  const body = JSON.stringify({ model: 'base', messages: MESSAGES, max_tokens: TOKENS, temperature: 0, stream });
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${url}/v1/chat/completions`, {
-      method: 'POST', agent,
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => (text += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(text.length) : reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`))));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 // ---- measurements ----
-
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
-const round = (v, d = 3) => Math.round(v * 10 ** d) / 10 ** d;
-
-/** `count` requests one after another (after `warmup`): per-request latency in ms. */
-async function latency(send, count, warmup) {
-  for (let i = 0; i < warmup; i++) await send();
-  const times = [];
-  for (let i = 0; i < count; i++) {
-    const t = performance.now();
-    await send();
-    times.push(performance.now() - t);
-  }
-  times.sort((a, b) => a - b);
-  return { requests: count, p50_ms: round(pct(times, 50)), p99_ms: round(pct(times, 99)), mean_ms: round(times.reduce((a, b) => a + b, 0) / count) };
-}
-
-/** `concurrency` loops sending for `seconds`: completed requests per second, and latency under that load. */
-async function rate(send, concurrency, seconds) {
-  const until = performance.now() + seconds * 1000;
-  const times = [];
-  let errors = 0;
-  const loop = async () => {
-    while (performance.now() < until) {
-      const t = performance.now();
-      try {
-        await send();
-        times.push(performance.now() - t);
-      } catch {
-        errors += 1;
-      }
-    }
-  };
-  const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, loop));
-  const wall = (performance.now() - started) / 1000;
-  times.sort((a, b) => a - b);
-  return { concurrency, requests_per_s: round(times.length / wall, 1), p50_ms: round(pct(times, 50), 2), p99_ms: round(pct(times, 99), 2), errors };
-}
 
 async function measure(label, worker, plan) {
   const Engine = engineService();
@@ -264,7 +144,7 @@ async function main() {
     : { fake: { latencyRequests: 1000, warmup: 200, concurrency: [1, 8, 32, 128], seconds: 4 }, real: { latencyRequests: 60, warmup: 5, concurrency: [1, 8, 32], seconds: 4 } };
   const results = [];
 
-  const fake = await startProcess(process.execPath, [fileURLToPath(import.meta.url), '--fake-engine'], /engine serving fake on (\S+) /);
+  const fake = await startProcess(process.execPath, [import.meta.filename, '--fake-engine'], /engine serving fake on (\S+) /);
   results.push(await measure('fake (instant)', fake.match[1], plan.fake));
   await stop(fake.child);
 
@@ -292,7 +172,7 @@ async function main() {
     notes: 'engine, gateway (node gateway/dist/main.js, --log-level warn) and load generator are separate processes on one machine; HTTP over keep-alive node:http, gRPC over @grpc/grpc-js; model "base" (no adapter); added latency = gateway - direct gRPC',
     results,
   };
-  if (!QUICK) writeFileSync(join(HERE, 'overhead.json'), `${JSON.stringify(report, null, 2)}\n`);
+  if (!QUICK) writeFileSync(join(import.meta.dirname, 'overhead.json'), `${JSON.stringify(report, null, 2)}\n`);
   process.stdout.write(table(results));
   process.exit(0);
 }

@@ -12,63 +12,19 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
-import { createRequire } from 'node:module';
 import { availableParallelism, cpus, loadavg, platform, release, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { GATEWAY, ROOT, adopt, directCall, engineService, freePort, gatewayRequire, grpc, httpCall, latency, rate, round, startProcess, stop } from './harness.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(HERE, '..', '..');
-const GATEWAY = join(ROOT, 'gateway');
-const PROTO = join(ROOT, 'proto', 'engine.proto');
-const require = createRequire(join(GATEWAY, 'package.json'));
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const pg = require('pg');
+const pg = gatewayRequire('pg');
 const { ParaClient } = await import(join(GATEWAY, 'dist', 'sdk', 'index.js'));
 
 const QUICK = process.argv.includes('--quick');
-const TOKENS = 8; // what the fake engine streams per request
 const OPERATOR_KEY = 'bench-operator-key-0123456789';
 const PLAN = QUICK
   ? { latencyRequests: 100, warmup: 30, concurrency: [8, 32], seconds: 1 }
   : { latencyRequests: 600, warmup: 100, concurrency: [1, 8, 32, 128], seconds: 5 };
 
-const children = new Set();
-process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function startProcess(command, args, pattern, env = process.env) {
-  const child = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-3000)));
-  return new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited (${code}):\n${stderr}`)));
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const match = pattern.exec(line);
-      if (match) resolve({ child, match });
-    });
-  });
-}
-
-async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-  children.delete(child);
-}
 
 // ---- a private PostgreSQL cluster (as gateway/test/helpers/postgres.ts starts it) ----
 
@@ -114,7 +70,7 @@ async function startReplica(db, dataDir, workers) {
     [join(GATEWAY, 'dist', 'main.js'), '--port', String(port), ...workers.flatMap((w) => ['--worker', w]), '--db', db, '--data-dir', dataDir, '--operator-key', OPERATOR_KEY, '--log-level', 'warn'],
     { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] },
   );
-  children.add(child);
+  adopt(child);
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; (await fetch(`${url}/readyz`).catch(() => null))?.status !== 200; i++) {
     if (i > 300 || child.exitCode !== null) throw new Error('a replica did not become ready');
@@ -143,76 +99,6 @@ async function startDeployment(label, db, replicas, workers) {
 
 // ---- requests ----
 
-const MESSAGES = [{ role: 'user', content: 'the cat sat on the mat' }];
-
-function engineService() {
-  const definition = protoLoader.loadSync(PROTO, { keepCase: true, longs: Number, defaults: true, oneofs: true });
-  return grpc.loadPackageDefinition(definition).para.engine.v1.Engine;
-}
-
-function directCall(client) {
-  return new Promise((resolve, reject) => {
-    const call = client.Generate({ request_id: 'r', adapter: '', chat: { messages: MESSAGES }, sampling: { max_tokens: TOKENS, temperature: 0 } });
-    call.on('data', () => undefined);
-    call.on('error', reject);
-    call.on('end', resolve);
-  });
-}
-
-function httpCall(agent, url, key) {
-  const body = JSON.stringify({ model: 'base', messages: MESSAGES, max_tokens: TOKENS, temperature: 0 });
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${url}/v1/chat/completions`, {
-      method: 'POST', agent,
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => (text += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`))));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
-const round = (v, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
-
-async function latency(send, count, warmup) {
-  for (let i = 0; i < warmup; i++) await send();
-  const times = [];
-  for (let i = 0; i < count; i++) {
-    const t = performance.now();
-    await send();
-    times.push(performance.now() - t);
-  }
-  times.sort((a, b) => a - b);
-  return { requests: count, p50_ms: round(pct(times, 50), 3), p99_ms: round(pct(times, 99), 3) };
-}
-
-async function rate(send, concurrency, seconds) {
-  const until = performance.now() + seconds * 1000;
-  const times = [];
-  let errors = 0;
-  const loop = async () => {
-    while (performance.now() < until) {
-      const t = performance.now();
-      try {
-        await send();
-        times.push(performance.now() - t);
-      } catch {
-        errors += 1;
-      }
-    }
-  };
-  const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, loop));
-  const wall = (performance.now() - started) / 1000;
-  times.sort((a, b) => a - b);
-  return { concurrency, requests: times.length, requests_per_s: round(times.length / wall, 1), p50_ms: round(pct(times, 50)), p99_ms: round(pct(times, 99)), errors };
-}
 
 async function measure(deployment, direct) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1024 });
@@ -261,7 +147,7 @@ function table(direct, results) {
 async function main() {
   // The machine may be shared: its load before and after goes into the report, to read the figures by.
   const loadBefore = loadavg().map((v) => round(v));
-  const fakeScript = join(HERE, 'overhead.mjs');
+  const fakeScript = join(import.meta.dirname, 'overhead.mjs');
   const engines = [];
   for (let i = 0; i < 2; i++) engines.push(await startProcess(process.execPath, [fakeScript, '--fake-engine'], /engine serving fake on (\S+) /));
   const workers = engines.map((e) => e.match[1]);
@@ -305,7 +191,7 @@ async function main() {
     direct_grpc: direct,
     results,
   };
-  if (!QUICK) writeFileSync(join(HERE, 'replicas.json'), `${JSON.stringify(report, null, 2)}\n`);
+  if (!QUICK) writeFileSync(join(import.meta.dirname, 'replicas.json'), `${JSON.stringify(report, null, 2)}\n`);
   process.stdout.write(table(direct, results));
   process.exit(0);
 }

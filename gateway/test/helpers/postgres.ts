@@ -3,10 +3,10 @@
 // 127.0.0.1 only, stopped and removed at the end. Each test file takes its own database (freshDatabase).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { freePort } from './engine.js';
 
 const PG_ROOT = '/usr/lib/postgresql';
 
@@ -28,18 +28,6 @@ function installIfMissing(): string {
   bin = binDir();
   if (!bin) throw new Error(`apt-get installed postgresql, but no initdb was found under ${PG_ROOT}`);
   return bin;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Runs a server binary, as the `postgres` user when we are root (the server refuses to run as root). */
