@@ -59,7 +59,7 @@ export async function runDemo({ url, tenants, workers, protoPath }: DemoOptions)
   await Promise.all(plan.map((p) => p.client.chat.completions.create({ model: p.model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1 })));
   const before = await engineStats(workers, protoPath);
 
-  const requests = plan.flatMap((p) => p.questions.map((question) => ({ ...p, question })));
+  const requests = plan.flatMap((p) => p.questions.map((sample) => ({ ...p, question: sample.prompt, expected: sample.expected })));
   process.stdout.write(`\nDemo: ${requests.length} requests at once, ${plan.map((p) => `${p.questions.length} from ${p.tenant} (adapter ${p.model})`).join(' and ')}\n\n`);
   const started = performance.now();
   const answers = await Promise.all(
@@ -68,10 +68,13 @@ export async function runDemo({ url, tenants, workers, protoPath }: DemoOptions)
     ),
   );
   const seconds = (performance.now() - started) / 1000;
+  const correct = new Map<string, number>();
   requests.forEach((r, i) => {
     const answer = answers[i]!.choices[0]?.message.content ?? '';
-    process.stdout.write(`[${r.tenant} → ${r.model}] ${oneLine(shortQuestion(r.question))}\n    → ${oneLine(answer) || '(empty)'}\n`);
+    if (answer.trim().toLowerCase().replace(/\.$/, '') === r.expected.toLowerCase().replace(/\.$/, '')) correct.set(r.model, (correct.get(r.model) ?? 0) + 1);
+    process.stdout.write(`[${r.tenant} → ${r.model}] ${oneLine(shortQuestion(r.question))} (dataset's answer: ${r.expected})\n    → ${oneLine(answer) || '(empty)'}\n`);
   });
+  process.stdout.write(`\nMatching the dataset's answer: ${plan.map((p) => `${p.model} ${correct.get(p.model) ?? 0}/${p.questions.length}`).join(', ')}\n`);
   const tokens = answers.reduce((sum, a) => sum + (a.usage?.completion_tokens ?? 0), 0);
   process.stdout.write(`\n${requests.length} answers, ${tokens} tokens in ${seconds.toFixed(1)} s\n\nEngine stats (gRPC Stats of each worker):\n`);
 
