@@ -22,10 +22,10 @@ it('answers both tenants from one batch and exits 0', async () => {
   // copa copies one of the two options; boolq says yes or no.
   expect(run.stdout).toContain('→ He dropped a hammer on his foot.');
   for (const m of answers.filter((a) => a[2] === 'boolq')) expect(m[4]!.toLowerCase()).toMatch(/\b(yes|no)\b/);
-  // Each question shows the dataset's answer, and the tally counts the replies that match it.
-  expect(answers.every((m) => /\(dataset's answer: .+\)$/.test(m[3]!))).toBe(true);
-  const tally = /Matching the dataset's answer: copa (\d)\/3, boolq (\d)\/3/.exec(run.stdout)!;
-  const matching = (model: string) => answers.filter((m) => m[2] === model && m[4]!.trim().replace(/\.$/, '').toLowerCase() === /\(dataset's answer: (.+)\)$/.exec(m[3]!)![1]!.replace(/\.$/, '').toLowerCase()).length;
+  // Each question shows the expected answer, and the tally counts the replies that match it.
+  expect(answers.every((m) => /\(expected: .+\)$/.test(m[3]!))).toBe(true);
+  const tally = /Matching the expected answer: copa (\d)\/3, boolq (\d)\/3/.exec(run.stdout)!;
+  const matching = (model: string) => answers.filter((m) => m[2] === model && m[4]!.trim().replace(/\.$/, '').toLowerCase() === /\(expected: (.+)\)$/.exec(m[3]!)![1]!.replace(/\.$/, '').toLowerCase()).length;
   expect([Number(tally[1]), Number(tally[2])]).toEqual([matching('copa'), matching('boolq')]);
   const peak = /peak_batch_rows=(\d+), peak_batch_adapters=(\d+)/.exec(run.stdout)!;
   expect(Number(peak[2])).toBeGreaterThanOrEqual(2);

@@ -72,9 +72,9 @@ export async function runDemo({ url, tenants, workers, protoPath }: DemoOptions)
   requests.forEach((r, i) => {
     const answer = answers[i]!.choices[0]?.message.content ?? '';
     if (answer.trim().toLowerCase().replace(/\.$/, '') === r.expected.toLowerCase().replace(/\.$/, '')) correct.set(r.model, (correct.get(r.model) ?? 0) + 1);
-    process.stdout.write(`[${r.tenant} → ${r.model}] ${oneLine(shortQuestion(r.question))} (dataset's answer: ${r.expected})\n    → ${oneLine(answer) || '(empty)'}\n`);
+    process.stdout.write(`[${r.tenant} → ${r.model}] ${oneLine(shortQuestion(r.question))} (expected: ${r.expected})\n    → ${oneLine(answer) || '(empty)'}\n`);
   });
-  process.stdout.write(`\nMatching the dataset's answer: ${plan.map((p) => `${p.model} ${correct.get(p.model) ?? 0}/${p.questions.length}`).join(', ')}\n`);
+  process.stdout.write(`\nMatching the expected answer: ${plan.map((p) => `${p.model} ${correct.get(p.model) ?? 0}/${p.questions.length}`).join(', ')}\n`);
   const tokens = answers.reduce((sum, a) => sum + (a.usage?.completion_tokens ?? 0), 0);
   process.stdout.write(`\n${requests.length} answers, ${tokens} tokens in ${seconds.toFixed(1)} s\n\nEngine stats (gRPC Stats of each worker):\n`);
 

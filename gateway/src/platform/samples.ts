@@ -8,7 +8,7 @@ const copa = (premise: string, question: 'cause' | 'effect', a: string, b: strin
 const boolq = (passage: string, question: string) =>
   `Read the passage and answer the question.\n\nPassage: ${passage}\n\nQuestion: ${question}\n\nAnswer with a single word: yes or no.`;
 
-/** A task input and the answer its dataset gives (the demo shows both, so a wrong answer is visible as one). */
+/** A task input and its correct answer (the demo shows both, so a wrong answer is visible as one). */
 export interface Sample {
   prompt: string;
   expected: string;
