@@ -119,16 +119,22 @@ class ParaConfig:
 
     @classmethod
     def load(cls, directory: str | Path) -> "ParaConfig":
-        path = Path(directory) / CONFIG_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_adapter_config(directory)[1])
+
+
+def read_adapter_config(directory: str | Path) -> tuple[Path, dict]:
+    """``(path, contents)`` of ``directory``'s adapter_config.json; a missing file, invalid JSON or a value
+    that is not an object is a clear error."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return path, data
 
 
 def check_generic_keys(generic: dict[str, Any]) -> None:

@@ -7,14 +7,13 @@ query and value projections (IA3 also the FFN up projection, as PARA does).
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..backbones.identity import backbone_to_load
-from ..config import ParaConfig
+from ..config import ParaConfig, read_adapter_config
 from ..hub import resolve_adapter_dir
 from ..model import ParaModel, get_para_model
 
@@ -66,16 +65,7 @@ def match_budget(config, method: str, target: int, pooler: str = "mean", max_ran
 
 def read_config_json(adapter_dir: str | Path) -> tuple[Path, dict]:
     """``(path, contents)`` of the adapter_config.json of a local adapter directory or Hub repository."""
-    path = resolve_adapter_dir(adapter_dir) / "adapter_config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no adapter_config.json in {adapter_dir}")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return path, config
+    return read_adapter_config(resolve_adapter_dir(adapter_dir))
 
 
 def adapter_backbone(adapter_dir: str | Path) -> str | None:

@@ -1,26 +1,12 @@
 // Adapter versions. A row is never removed, only marked deleted (`deleted` 1), so a version number is never
 // reused. A row is inserted only after its blobs are complete on the shared path (registry/blobs.ts), so every
 // row a replica can read names files that exist.
-import { sql } from 'kysely';
-import type { Db } from './schema.js';
+import { type Selectable, sql } from 'kysely';
+import type { AdaptersTable, Db } from './schema.js';
 import { isUniqueViolation } from './errors.js';
 
-export interface AdapterVersion {
-  owner: string; // tenant name, '' when shared
-  name: string;
-  version: number;
-  /** The weights' SHA-256, and the name of their blob. */
-  sha256: string;
-  /** adapter_config.json's SHA-256, the name of its blob; null for a version kept as a folder (`dir`). */
-  config_sha256: string | null;
-  bytes: number;
-  parameters: number;
-  /** The folder of a version stored before blobs; '' otherwise. */
-  dir: string;
-  created: number;
-  /** 'para' or 'lora'. */
-  kind: string;
-}
+/** One version as the store hands it out: its row without the surrogate key and the deleted mark. */
+export type AdapterVersion = Omit<Selectable<AdaptersTable>, 'id' | 'deleted'>;
 
 const COLUMNS = ['owner', 'name', 'version', 'sha256', 'config_sha256', 'bytes', 'parameters', 'dir', 'created', 'kind'] as const;
 
