@@ -16,7 +16,9 @@ class ArchSpec:
     query projection, or, for architectures that RMS-normalise each query
     head right after the projection (Qwen3, Gemma 3), the output of that
     norm, since a per-head RMS norm would otherwise divide out part of the
-    adjustment. ``q_layout`` is the axis order of that output.
+    adjustment. ``q_layout`` is the axis order of that output; ``k`` (a
+    variant's target) follows ``q``, with the same layout. ``o`` and ``down``
+    are the modules whose *input* a variant scales.
     """
 
     reader: str = "self_attn.q_proj"
@@ -24,6 +26,9 @@ class ArchSpec:
     v: str = "self_attn.v_proj"
     up: str = "mlp.up_proj"
     q_layout: str = "btd"  # btd: [batch, time, width]; bthd / bhtd: per-head tensors
+    k: str = "self_attn.k_proj"
+    o: str = "self_attn.o_proj"
+    down: str = "mlp.down_proj"
 
 
 _PLAIN = ArchSpec()
@@ -33,8 +38,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "qwen2": _PLAIN,
     "gemma": _PLAIN,
     "gemma2": _PLAIN,
-    "qwen3": ArchSpec(q="self_attn.q_norm", q_layout="bthd"),
-    "gemma3_text": ArchSpec(q="self_attn.q_norm", q_layout="bhtd"),
+    "qwen3": ArchSpec(q="self_attn.q_norm", q_layout="bthd", k="self_attn.k_norm"),
+    "gemma3_text": ArchSpec(q="self_attn.q_norm", q_layout="bhtd", k="self_attn.k_norm"),
 }
 
 

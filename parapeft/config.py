@@ -10,7 +10,17 @@ from typing import Any
 
 POOLERS = ("mean", "last", "max", "attention")
 ACTIVATIONS = ("silu", "gelu", "relu")
-TARGETS = ("q", "v", "up")
+TARGETS = ("q", "v", "up")  # the paper's targets: what the engine's kernels scale
+# Every activation a PARA-family adapter may scale, in the canonical order of W_up's output. k is the key
+# projection's output (scaled before it is cached, so the cache stays valid), o the input of the attention
+# output projection, down the input of the FFN down projection.
+ALL_TARGETS = ("q", "k", "v", "o", "up", "down")
+# Which backbone width each target has: k is as wide as v (key-value heads), o as q, down as up.
+TARGET_WIDTH = {"q": "q", "k": "v", "v": "v", "o": "q", "up": "up", "down": "up"}
+# How a generator's output l becomes the multiplier: 1 + l (the paper), or bounded forms that are 1 at l = 0.
+SCALE_FORMS = ("linear", "tanh", "sigmoid")
+# What the generator pools: the layer's normalised attention input (the paper) or the residual stream entering it.
+GENERATOR_INPUTS = ("normed", "residual")
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_TYPE = "PARA"
@@ -33,7 +43,10 @@ class ParaConfig:
     Every decoder layer gets a vector generator ``act(W_down · pool(x))`` →
     ``W_up`` that scales that layer's query, value and FFN-up activations
     element-wise by ``1 + l``; ``x`` is the prompt part of the layer's
-    normalised attention input.
+    normalised attention input. The defaults are the paper's form; the
+    variant settings (more targets, a static bias, bounded scale forms, the
+    residual stream as input) keep its serving property: a fixed set of
+    vectors per prompt, applied element-wise while decoding.
     """
 
     r: int = field(default=12, metadata={"help": "Bottleneck width of each layer's vector generator."})
@@ -45,7 +58,23 @@ class ParaConfig:
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the pooled prompt vector while training."})
     targets: list[str] = field(
         default_factory=lambda: list(TARGETS),
-        metadata={"help": "Activations to scale, a subset of q, v, up (query, value, FFN up projection)."},
+        metadata={"help": "Activations to scale: q, v, up (query, value, FFN up projection; the paper's), and "
+                  "optionally k (key, before caching), o (input of the attention output projection), down (input "
+                  "of the FFN down projection)."},
+    )
+    static_bias: bool = field(
+        default=False,
+        metadata={"help": "Add a learned static vector b to each generator's output, l = b + W_up·h (zero at init: "
+                  "PARA then contains IA3)."},
+    )
+    scale_form: str = field(
+        default="linear",
+        metadata={"help": "Multiplier from l: linear 1 + l (the paper) | tanh 1 + tanh(l) | sigmoid 2·sigmoid(l)."},
+    )
+    generator_input: str = field(
+        default="normed",
+        metadata={"help": "What the generator pools: normed (the layer's normalised attention input, the paper) | "
+                  "residual (the residual stream entering the layer)."},
     )
     layers_to_transform: list[int] | None = field(
         default=None, metadata={"help": "Decoder layers that get a generator; None means every layer."}
@@ -79,11 +108,19 @@ class ParaConfig:
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         self.targets = list(self.targets)
-        unknown = [t for t in self.targets if t not in TARGETS]
+        unknown = [t for t in self.targets if t not in ALL_TARGETS]
         if unknown or not self.targets or len(set(self.targets)) != len(self.targets):
-            raise ValueError(f"targets must be a non-empty subset of {', '.join(TARGETS)} without repeats; got {self.targets!r}")
+            raise ValueError(
+                f"targets must be a non-empty subset of {', '.join(ALL_TARGETS)} without repeats; got {self.targets!r}"
+            )
         # Keep the canonical order so the split of W_up's output is well defined.
-        self.targets = [t for t in TARGETS if t in self.targets]
+        self.targets = [t for t in ALL_TARGETS if t in self.targets]
+        if not isinstance(self.static_bias, bool):
+            raise ValueError(f"static_bias must be true or false, got {self.static_bias!r}")
+        if self.scale_form not in SCALE_FORMS:
+            raise ValueError(f"scale_form must be one of {', '.join(SCALE_FORMS)}; got {self.scale_form!r}")
+        if self.generator_input not in GENERATOR_INPUTS:
+            raise ValueError(f"generator_input must be one of {', '.join(GENERATOR_INPUTS)}; got {self.generator_input!r}")
         if self.layers_to_transform is not None:
             self.layers_to_transform = sorted({int(i) for i in self.layers_to_transform})
             if not self.layers_to_transform or self.layers_to_transform[0] < 0:
@@ -95,10 +132,18 @@ class ParaConfig:
                 f"adapter format version {self.format_version} is newer than this library supports ({FORMAT_VERSION})"
             )
 
+    def variant(self) -> dict[str, Any]:
+        """The settings in which this adapter departs from the paper's form (empty for the paper's PARA)."""
+        paper = PAPER_FORM
+        return {key: getattr(self, key) for key, value in paper.items() if getattr(self, key) != value}
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if data["base_model_variant"] is None:
             del data["base_model_variant"]  # configs of published backbones keep the keys they always had
+        for key, value in PAPER_FORM.items():  # the paper's form keeps the keys its adapters always had
+            if key != "targets" and data[key] == value:
+                del data[key]
         return data
 
     @classmethod
@@ -120,6 +165,16 @@ class ParaConfig:
     @classmethod
     def load(cls, directory: str | Path) -> "ParaConfig":
         return cls.from_dict(read_adapter_config(directory)[1])
+
+
+# The paper's form of the variant settings (``ParaConfig``'s defaults; the ``paper`` preset of ``para train``).
+PAPER_FORM: dict[str, Any] = {"targets": list(TARGETS), "static_bias": False, "scale_form": "linear",
+                              "generator_input": "normed"}
+
+
+def width_of(target: str, dims: dict[str, int]) -> int:
+    """The width of ``target``'s activation on a backbone of ``dims``."""
+    return dims[TARGET_WIDTH[target]]
 
 
 def read_adapter_config(directory: str | Path) -> tuple[Path, dict]:

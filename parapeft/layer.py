@@ -1,12 +1,15 @@
 """How PARA hooks into one decoder layer.
 
-The target modules (q_proj or q_norm, v_proj, up_proj) are replaced by
-``ScaledModule`` wrappers. The wrapper around the *reader* (q_proj) hands its
-input — the layer's normalised attention input — to the layer's
-``ParaLayer``, which pools the prompt positions and computes this layer's
-vectors for the current pass; every wrapper then multiplies its module's
-output by ``1 + l`` of its row. Because the reader sees the layer input, the
-vectors of layer l already reflect the adjustments of the layers below.
+The target modules (q_proj or q_norm, v_proj, up_proj; for the variants also
+k_proj or k_norm, o_proj, down_proj) are replaced by ``ScaledModule``
+wrappers. The wrapper around the *reader* (q_proj) hands its input — the
+layer's normalised attention input — to the layer's ``ParaLayer``, which pools
+the prompt positions and computes this layer's vectors for the current pass;
+every wrapper then multiplies its module's output (o_proj and down_proj: its
+input) by the multiplier of its row. Adapters that pool the residual stream
+instead read what a forward pre-hook on the decoder layer kept. Because the
+reader sees the layer input, the vectors of layer l already reflect the
+adjustments of the layers below.
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ class ParaLayer:
         self.generators = generators
         self.context = context
         self.scales: dict[str, torch.Tensor] | None = None
+        self.residual: torch.Tensor | None = None  # the decoder layer's input of this pass (residual-input adapters)
+
+    def keep_residual(self, hidden_states: torch.Tensor) -> None:
+        """Called before the decoder layer runs: keep its input when an adapter of the pass pools it."""
+        ctx = self.context
+        wanted = ctx.mode not in (None, DECODE) and self.generators.reads(ctx.names, "residual")
+        self.residual = hidden_states if wanted else None
 
     def observe(self, x: torch.Tensor) -> None:
         ctx = self.context
@@ -73,7 +83,11 @@ class ParaLayer:
                 f"the prompt mask covers {prompt_mask.shape[1]} positions but the pass has {x.shape[1]}: "
                 "PARA needs the whole prompt in one prefill pass (no chunked prefill)"
             )
-        vectors = self.generators.vectors(x, prompt_mask, ctx.names, row_slots)
+        inputs = {"normed": x}
+        if self.residual is not None:
+            inputs["residual"] = self.residual
+        vectors = self.generators.vectors(inputs, prompt_mask, ctx.names, row_slots)
+        self.residual = None
         self.scales = None if vectors is None else {t: (1.0 + v).to(x.dtype) for t, v in vectors.items()}
 
     def scale(self, target: str) -> torch.Tensor | None:
@@ -92,20 +106,26 @@ def _broadcast(scale: torch.Tensor, output: torch.Tensor, layout: str) -> torch.
 
 
 class ScaledModule(nn.Module):
-    """Wraps a target module: optionally feeds its input to the generator, then scales its output."""
+    """Wraps a target module: optionally feeds its input to the generator, then scales its output (or, with
+    ``scale_input``, its input)."""
 
-    def __init__(self, base: nn.Module, layer: ParaLayer, target: str | None, reads_input: bool, layout: str = "btd"):
+    def __init__(self, base: nn.Module, layer: ParaLayer, target: str | None, reads_input: bool, layout: str = "btd",
+                 scale_input: bool = False):
         super().__init__()
         self.base_layer = base
         self.target = target
         self.reads_input = reads_input
         self.layout = layout
+        self.scale_input = scale_input
         # A plain attribute, not a submodule: the generators are registered once, on the ParaModel.
         object.__setattr__(self, "para_layer", layer)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if self.reads_input:
             self.para_layer.observe(x)
+        if self.scale_input:
+            scale = self.para_layer.scale(self.target)
+            return self.base_layer(x if scale is None else x * _broadcast(scale, x, "btd"), *args, **kwargs)
         out = self.base_layer(x, *args, **kwargs)
         scale = self.para_layer.scale(self.target) if self.target else None
         if scale is None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from .adapter_io import AdapterLoadError, check_compatible, load_weights, save_weights
 from .architectures import arch_spec, decoder_layers, layer_dims, set_submodule
-from .config import ParaConfig
+from .config import ALL_TARGETS, ParaConfig, width_of
 from .generator import LayerGenerators
 from .hub import resolve_adapter_dir
 from .layer import COMPUTE, DECODE, PREFILL, ParaLayer, PassContext, ScaledModule
@@ -29,11 +29,13 @@ def read_adapter_config(adapter_dir: str | Path) -> ParaConfig:
 def adapter_shapes(config: ParaConfig, dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
     """The tensors a saved adapter with ``config`` holds on a backbone of ``dims``, and their shapes."""
     hidden = dims["hidden"]
-    out = sum(dims[t] for t in config.targets)
+    out = sum(width_of(t, dims) for t in config.targets)
     shapes = {}
     for index in config.layers_to_transform or range(dims["num_layers"]):
         shapes[f"layers.{index}.down.weight"] = (config.r, hidden)
         shapes[f"layers.{index}.up.weight"] = (out, config.r)
+        if config.static_bias:
+            shapes[f"layers.{index}.up.bias"] = (out,)
         if config.pooler == "attention":
             shapes[f"layers.{index}.scorer"] = (hidden,)
     return shapes
@@ -62,10 +64,12 @@ class ParaModel(PeftCompatible):
         for param in model.parameters():
             param.requires_grad_(False)
         self.dims = layer_dims(model, self.spec)
-        widths = {t: self.dims[t] for t in ("q", "v", "up")}
+        widths = {t: width_of(t, self.dims) for t in ALL_TARGETS}
         self.layers = nn.ModuleList(LayerGenerators(self.dims["hidden"], widths) for _ in range(self.dims["num_layers"]))
         self.active_adapter = adapter_name
         self._context = PassContext()
+        self._states: list[ParaLayer] = []
+        self._layer_hooks: list = []  # decoder-layer pre-hooks, added when a residual-input adapter arrives
         self._wrap_targets()
         self._hooks = [
             model.register_forward_pre_hook(self._before_base_forward, with_kwargs=True),
@@ -78,6 +82,7 @@ class ParaModel(PeftCompatible):
         spec = self.spec
         for index, layer in enumerate(decoder_layers(self.base_model)):
             state = ParaLayer(index, self.layers[index], self._context)
+            self._states.append(state)
             if spec.reader == spec.q:
                 set_submodule(layer, spec.q, ScaledModule(layer.get_submodule(spec.q), state, "q", True, spec.q_layout))
             else:
@@ -85,6 +90,22 @@ class ParaModel(PeftCompatible):
                 set_submodule(layer, spec.q, ScaledModule(layer.get_submodule(spec.q), state, "q", False, spec.q_layout))
             set_submodule(layer, spec.v, ScaledModule(layer.get_submodule(spec.v), state, "v", False))
             set_submodule(layer, spec.up, ScaledModule(layer.get_submodule(spec.up), state, "up", False))
+
+    def _wrap_variant_targets(self, config: ParaConfig) -> None:
+        """Wrap the modules a variant's extra targets (k, o, down) need, and keep the residual stream for
+        adapters that pool it; once per backbone, when the first adapter that needs them arrives."""
+        spec = self.spec
+        for layer, state in zip(decoder_layers(self.base_model), self._states):
+            for target, path, scale_input in (("k", spec.k, False), ("o", spec.o, True), ("down", spec.down, True)):
+                module = layer.get_submodule(path)
+                if target in config.targets and not isinstance(module, ScaledModule):
+                    set_submodule(layer, path, ScaledModule(module, state, target, False, spec.q_layout, scale_input))
+        if config.generator_input == "residual" and not self._layer_hooks:
+            for layer, state in zip(decoder_layers(self.base_model), self._states):
+                def keep(module, args, kwargs, state=state):
+                    state.keep_residual(args[0] if args else kwargs["hidden_states"])
+
+                self._layer_hooks.append(layer.register_forward_pre_hook(keep, with_kwargs=True))
 
     def _before_base_forward(self, module, args, kwargs):
         """A backbone called directly (not from this wrapper): its ``labels`` say where the prompt is."""
@@ -139,6 +160,7 @@ class ParaModel(PeftCompatible):
             loaded_from = getattr(self.base_model.config, "_name_or_path", None)
             config.base_model_name_or_path, config.base_model_variant = backbone_identity(loaded_from)
         device = self.base_model.get_input_embeddings().weight.device
+        self._wrap_variant_targets(config)
         for index in self._transformed_layers(config):
             self.layers[index].add(adapter_name, config, device)
         self.peft_config[adapter_name] = config
@@ -241,7 +263,8 @@ class ParaModel(PeftCompatible):
     def _replace_weights(self, adapter_name: str, config: ParaConfig, tensors: dict[str, torch.Tensor],
                          is_trainable: bool) -> None:
         current = self.peft_config[adapter_name]
-        shape_keys = ("r", "pooler", "activation", "targets", "layers_to_transform")
+        shape_keys = ("r", "pooler", "activation", "targets", "layers_to_transform", "static_bias", "scale_form",
+                      "generator_input")
         differs = [k for k in shape_keys if getattr(current, k) != getattr(config, k)]
         if differs:
             raise AdapterLoadError(f"cannot load into adapter {adapter_name!r}: the saved one differs in {', '.join(differs)}")
@@ -317,10 +340,11 @@ class ParaModel(PeftCompatible):
 
     def unload(self) -> nn.Module:
         """Remove PARA and give back the plain backbone (its weights were never changed)."""
-        for hook in self._hooks:
+        for hook in self._hooks + self._layer_hooks:
             hook.remove()
+        spec = self.spec
         for layer in decoder_layers(self.base_model):
-            for path in {self.spec.reader, self.spec.q, self.spec.v, self.spec.up}:
+            for path in {spec.reader, spec.q, spec.k, spec.v, spec.o, spec.up, spec.down}:
                 wrapper = layer.get_submodule(path)
                 if isinstance(wrapper, ScaledModule):
                     set_submodule(layer, path, wrapper.base_layer)
@@ -454,11 +478,11 @@ class ParaModel(PeftCompatible):
             self._release_scales()
 
     def _para_layers(self) -> list[ParaLayer]:
-        return [layer.get_submodule(self.spec.reader).para_layer for layer in decoder_layers(self.base_model)]
+        return self._states
 
     def _release_scales(self) -> None:
         for state in self._para_layers():
-            state.scales = None
+            state.scales = state.residual = None
 
     def last_vectors(self) -> list[dict[str, torch.Tensor] | None]:
         """Per layer, the scales ``1 + l`` (one row per sequence) that the last ``forward`` applied."""

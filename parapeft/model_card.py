@@ -59,7 +59,8 @@ def default_body(config: ParaConfig, task: str | None) -> str:
     return (
         f"# {title}\n\n"
         f"A PARA (Prompt-Aware Representation Adjustment) adapter for `{config.base_model_name_or_path or 'a causal LM'}`: "
-        f"r={config.r}, {config.pooler} pooling, scaling {', '.join(config.targets)}.\n\n"
+        f"r={config.r}, {config.pooler} pooling, scaling {', '.join(config.targets)}"
+        + "".join(f", {key}={value}" for key, value in config.variant().items() if key != "targets") + ".\n\n"
         "```python\n"
         "from parapeft import ParaModel, load_base_model\n\n"
         f'model, tokenizer = load_base_model("{backbone}")\n'

@@ -18,8 +18,12 @@ from tiny_models import ARCHS, tiny_model
         ({"pooler": "median"}, "pooler must be one of"),
         ({"activation": "tanh"}, "activation must be one of"),
         ({"dropout": 1.0}, "dropout must be in"),
-        ({"targets": ["k"]}, "targets must be"),
+        ({"targets": ["gate"]}, "targets must be"),
         ({"targets": []}, "targets must be"),
+        ({"targets": ["q", "q"]}, "targets must be"),
+        ({"static_bias": 1}, "static_bias must be"),
+        ({"scale_form": "exp"}, "scale_form must be"),
+        ({"generator_input": "embeddings"}, "generator_input must be"),
         ({"layers_to_transform": [-1]}, "non-negative"),
     ],
 )

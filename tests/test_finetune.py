@@ -50,6 +50,26 @@ def test_training_lowers_the_loss_and_keeps_the_best_adapter(tiny_dir, tmp_path,
     assert (tmp_path / "best" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("method, variant", [
+    ("para", dict(static_bias=True, targets=["q", "k", "v", "o", "up", "down"], scale_form="tanh",
+                  generator_input="residual", up_lr_ratio=4.0, down_init_scale=0.5)),
+    ("lora", dict(targets=["q", "v", "up"], up_lr_ratio=4.0)),
+])
+def test_a_variant_trains_saves_and_records_its_settings(tiny_dir, tmp_path, method, variant):
+    summary = train(args_for(tiny_dir, tmp_path, method=method, budget_match=True, **variant))
+    curve = losses(tmp_path)
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, curve
+    assert summary["variant"] == variant
+    saved = json.loads((tmp_path / "best" / "adapter_config.json").read_text())
+    if method == "para":
+        assert saved["targets"] == variant["targets"] and saved["static_bias"] and saved["scale_form"] == "tanh"
+        assert summary["rank"] < 4  # six targets and a bias at the paper's r = 4 count
+    else:
+        assert sorted(saved["target_modules"]) == ["q_proj", "up_proj", "v_proj"]
+    recorded = json.loads((tmp_path / "run_config.json").read_text())
+    assert recorded["budget_target"] == count_on_meta(AutoConfig.from_pretrained(tiny_dir), "para", 4)
+
+
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_dir, tmp_path):
     whole = tmp_path / "whole"
     train(args_for(tiny_dir, whole))

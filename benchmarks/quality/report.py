@@ -1,6 +1,6 @@
 """Tables and a chart from the quality study's results.json; optionally exports the best PARA adapters.
 
-    python benchmarks/quality/report.py                       # writes results.md and results.png
+    python benchmarks/quality/report.py                       # writes results.md, results.png, variants.png
     python benchmarks/quality/report.py --export-adapters adapters/smollm2-135m --runs runs/study
 """
 
@@ -99,7 +99,92 @@ def markdown(runs: list[dict]) -> str:
                      for r in ablation if r["task"] == task]
             for name, r in rows:
                 lines.append(f"| {task} | {name} | {r['trainable_params']:,} | {100 * r['dev_metric']:.1f} |")
+    lines += variant_section(runs)
     return "\n".join(lines) + "\n"
+
+
+TASK_ORDER = ["copa", "boolq", "squad", "gsm8k", "spider"]
+
+
+def variant_names(runs: list[dict]) -> list[str]:
+    return sorted({r["method"] for r in runs if r["stage"] == "variants"}, key=lambda m: (not m.startswith("para"), m))
+
+
+def variant_runs(runs: list[dict], task: str, name: str, seed: int | None = None) -> list[dict]:
+    return [r for r in runs if r["stage"] == "variants" and r["task"] == task and r["method"] == name
+            and (seed is None or r["seed"] == seed)]
+
+
+def settings(row: dict) -> str:
+    return ", ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in row.get("variant", {}).items())
+
+
+def variant_section(runs: list[dict]) -> list[str]:
+    """The variant screen (seed 0, gain over the method it builds on at the same rate) and, per task, the best
+    PARA-family method against both LoRA baselines over the seeds run."""
+    names = variant_names(runs)
+    if not names:
+        return []
+    tasks = [t for t in TASK_ORDER if any(r["task"] == t for r in runs if r["stage"] == "variants")]
+    lines = ["", "Variants (budget-matched to PARA r=12; seed 0 at the rate the sweep chose for the method each",
+             "builds on; in brackets the difference to that method's seed-0 run at the same rate, ×100):", "",
+             "| variant | settings | r | params | " + " | ".join(tasks) + " |", "|---|---|---|---|" + "---|" * len(tasks)]
+    for name in names:
+        cells, example = [], None
+        for task in tasks:
+            screen = variant_runs(runs, task, name, seed=0)
+            if not screen:
+                cells.append("–")
+                continue
+            example = row = screen[0]
+            base = "para" if name.startswith("para") else "lora"
+            reference = [r for r in main_runs(runs, task, base) if r["seed"] == 0]
+            gain = f" ({100 * (row['dev_metric'] - reference[0]['dev_metric']):+.1f})" if reference else ""
+            cells.append(f"{100 * row['dev_metric']:.1f}{gain}")
+        if example:
+            lines.append(f"| {name} | {settings(example)} | {example['rank']} | {example['trainable_params']:,} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "Best PARA-family method per task against both LoRA baselines (median over seeds, min–max, n):", "",
+              "| task | best PARA-family | its score | PARA (paper) | LoRA q,v | LoRA q,v,up |", "|---|---|---|---|---|---|"]
+    for task in tasks:
+        family = {"para": main_runs(runs, task, "para")}
+        family.update({n: variant_runs(runs, task, n) for n in names if n.startswith("para")})
+        complete = {n: rows for n, rows in family.items() if len(rows) >= 3} or family
+        best = max(complete, key=lambda n: statistics.median(r["dev_metric"] for r in complete[n]) if complete[n] else -1)
+        lines.append(f"| {task} | {best} | {cell(complete[best])} | {cell(family['para'])} | "
+                     f"{cell(main_runs(runs, task, 'lora'))} | {cell(variant_runs(runs, task, 'lora-qvu'))} |")
+    return lines
+
+
+def variant_chart(runs: list[dict], path: Path) -> None:
+    """Per task, each variant's seed-0 gain over the method it builds on (same rate), ×100."""
+    names = variant_names(runs)
+    if not names:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASK_ORDER if any(r["task"] == t for r in runs if r["stage"] == "variants")]
+    width = 0.8 / len(names)
+    fig, axis = plt.subplots(figsize=(10, 4.5))
+    for i, name in enumerate(names):
+        gains = []
+        for task in tasks:
+            screen = variant_runs(runs, task, name, seed=0)
+            reference = [r for r in main_runs(runs, task, "para" if name.startswith("para") else "lora") if r["seed"] == 0]
+            gains.append(100 * (screen[0]["dev_metric"] - reference[0]["dev_metric"]) if screen and reference
+                         else float("nan"))
+        axis.bar([t + (i - (len(names) - 1) / 2) * width for t in range(len(tasks))], gains, width, label=name)
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set_xticks(range(len(tasks)), tasks)
+    axis.set_ylabel("dev metric ×100, seed 0: variant − its base method")
+    axis.set_title("PARA-family variants and LoRA on q,v,up against PARA / LoRA q,v (same rate, same seed)")
+    axis.legend(ncols=4, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def chart(runs: list[dict], path: Path) -> None:
@@ -172,7 +257,8 @@ def main() -> None:
         raise SystemExit(f"no (non-smoke) runs in {args.results}")
     (HERE / "results.md").write_text(markdown(runs))
     chart(runs, HERE / "results.png")
-    print(f"wrote {HERE / 'results.md'} and {HERE / 'results.png'}")
+    variant_chart(runs, HERE / "variants.png")
+    print(f"wrote {HERE / 'results.md'}, {HERE / 'results.png'} and (with variant runs) {HERE / 'variants.png'}")
     if args.export_adapters:
         export_adapters(runs, Path(args.runs), Path(args.export_adapters))
 

@@ -9,6 +9,10 @@ Stages, scheduled as soon as their inputs exist:
   sweep     every method × task at each learning rate of --lrs, seed 0 (the same grid for every method)
   seeds     the best learning rate per method × task (chosen on dev) at the remaining seeds
   ablation  PARA's pooler (last, max, attention) and r (--ablation-ranks) on --ablation-tasks, best PARA lr
+  variants  PARA-family variants and the LoRA-on-PARA's-targets baseline (VARIANTS; --variants picks some) on
+            --variant-tasks, budget-matched to the paper's PARA: seed 0 at the rate the sweep chose for the
+            paper's PARA (for a LoRA variant: for LoRA) on that task; when every screened run of a task set
+            has finished, the --variant-finalists best PARA variants and every LoRA variant get the other seeds
 Each run trains with dev evaluation (a fixed subset) to keep its best checkpoint, then scores that
 checkpoint on the whole dev split with `para eval`. Finished runs are recorded in --results
 (one object per run) and skipped when the script is started again, so an interrupted study resumes.
@@ -46,6 +50,19 @@ SCHEDULE = {
     "squad": {"epochs": 1, "batch_size": 16, "eval_limit": 200, "train_limit": 4000, "minutes": 6},
     "gsm8k": {"epochs": 1, "batch_size": 16, "eval_limit": 64, "train_limit": 2400, "eval_batch_size": 128,
               "minutes": 7},
+}
+# PARA-family variants (method names start with "para") and stronger baselines, as `para train` flags; each
+# is budget-matched to the paper's PARA at --rank (`--budget-match` lowers or raises its r).
+VARIANTS = {
+    "para-static": {"method": "para", "variant": {"static_bias": True}, "flags": ["--static-bias"]},
+    "para-k": {"method": "para", "variant": {"targets": ["q", "k", "v", "up"]}, "flags": ["--targets", "q,k,v,up"]},
+    "para-all": {"method": "para", "variant": {"targets": ["q", "k", "v", "o", "up", "down"]},
+                 "flags": ["--targets", "q,k,v,o,up,down"]},
+    "para-tanh": {"method": "para", "variant": {"scale_form": "tanh"}, "flags": ["--scale-form", "tanh"]},
+    "para-residual": {"method": "para", "variant": {"generator_input": "residual"},
+                      "flags": ["--generator-input", "residual"]},
+    "para-uplr4": {"method": "para", "variant": {"up_lr_ratio": 4.0}, "flags": ["--up-lr-ratio", "4"]},
+    "lora-qvu": {"method": "lora", "variant": {"targets": ["q", "v", "up"]}, "flags": ["--targets", "q,v,up"]},
 }
 SMOKE = {"max_steps": 2, "train_limit": 8, "eval_limit": 4, "dev_limit": 4, "batch_size": 4}
 
@@ -100,16 +117,18 @@ class Study:
         a, out = self.args, self.run_dir(job)
         started = time.perf_counter()
         train_cmd = None
+        variant = VARIANTS.get(job["method"])
         if job["method"] != "base":
             schedule = SCHEDULE[job["task"]]
+            method = variant["method"] if variant else job["method"]
             train_cmd = self.para_command() + [
-                "train", "--model", a.model, "--task", job["task"], "--method", job["method"], "--out", str(out),
+                "train", "--model", a.model, "--task", job["task"], "--method", method, "--out", str(out),
                 "--seed", str(job["seed"]), "--lr", str(job["lr"]), "--rank", str(job.get("rank") or a.rank),
                 "--pooler", job.get("pooler") or "mean", "--budget-match",
                 "--batch-size", str(SMOKE["batch_size"] if a.smoke else schedule["batch_size"]),
                 "--eval-limit", str(SMOKE["eval_limit"] if a.smoke else schedule["eval_limit"]),
                 "--evals", "1" if a.smoke else "2", "--no-progress", "--resume",
-            ]
+            ] + (variant["flags"] if variant else [])
             if a.smoke:
                 train_cmd += ["--max-steps", str(SMOKE["max_steps"]), "--train-limit", str(SMOKE["train_limit"])]
             else:
@@ -142,7 +161,7 @@ class Study:
             "train_wall_s": summary.get("wall_s"), "eval_wall_s": evaluation["wall_s"],
             "wall_s": round(time.perf_counter() - started, 1), **self.env,
             "command": " && ".join(shlex.join(c) for c in ([train_cmd] if train_cmd else []) + [eval_cmd]),
-            "smoke": bool(a.smoke),
+            "smoke": bool(a.smoke), **({"variant": variant["variant"]} if variant else {}),
         }
 
     def _call(self, cmd: list[str], out: Path, log_name: str, gpu: int | None) -> None:
@@ -167,11 +186,46 @@ class Study:
         if "sweep" in a.stages:
             jobs += [{"stage": "sweep", "task": t, "method": m, "seed": 0, "lr": lr}
                      for t in a.tasks for m in a.methods for lr in a.lrs]
+        if "variants" in a.stages:
+            jobs += self.variant_jobs([0], a.variants)
         return jobs
 
-    def follow_ups(self, finished: dict) -> list[dict]:
-        """Jobs that became possible when ``finished`` completed its (task, method) sweep."""
+    def variant_jobs(self, seeds: list[int], names: list[str]) -> list[dict]:
+        """Variant runs at the rate the sweep chose for the method each variant builds on (recorded sweeps)."""
+        jobs = []
+        for name in names:  # tasks interleaved: runs of one long task alone would not fit beside each other
+            for task in self.args.variant_tasks:
+                lr = self.best_lr(task, VARIANTS[name]["method"])
+                if lr is None:
+                    raise SystemExit(f"the {VARIANTS[name]['method']} sweep on {task} is not recorded; run it first")
+                jobs += [{"stage": "variants", "task": task, "method": name, "seed": s, "lr": lr} for s in seeds]
+        return jobs
+
+    def variant_finalists(self) -> list[str] | None:
+        """The variants that get the other seeds, once every screened (seed-0) variant run is recorded: the
+        --variant-finalists PARA variants with the largest mean gain over the paper's PARA (seed 0, same lr)
+        across --variant-tasks, and every LoRA variant. None while screened runs are outstanding."""
         a = self.args
+        screened = {}
+        for name in a.variants:
+            gains = []
+            for task in a.variant_tasks:
+                row = self.done(next(j for j in self.variant_jobs([0], [name]) if j["task"] == task))
+                paper = self.done({"stage": "sweep", "task": task, "method": VARIANTS[name]["method"], "seed": 0,
+                                   "lr": self.best_lr(task, VARIANTS[name]["method"])})
+                if row is None:
+                    return None
+                gains.append(row["dev_metric"] - paper["dev_metric"])
+            screened[name] = sum(gains) / len(gains)
+        para = sorted((n for n in screened if VARIANTS[n]["method"] == "para"), key=screened.get, reverse=True)
+        return para[:a.variant_finalists] + [n for n in screened if VARIANTS[n]["method"] != "para"]
+
+    def follow_ups(self, finished: dict) -> list[dict]:
+        """Jobs that became possible when ``finished`` completed its (task, method) sweep, or the variant screen."""
+        a = self.args
+        if finished["stage"] == "variants":
+            finalists = self.variant_finalists() if "variants" in a.stages else None
+            return self.variant_jobs([s for s in a.seeds if s != 0], finalists) if finalists else []
         if finished["stage"] != "sweep":
             return []
         lr = self.best_lr(finished["task"], finished["method"])
@@ -239,7 +293,9 @@ class Study:
                     print(f"done {row['key']}: {row['metric_name']}={row['dev_metric']:.4f} "
                           f"params={row['trainable_params']:,} {row['wall_s']:.0f}s", flush=True)
                     # Follow-ups go first, so each task's seeds finish before later tasks' sweeps start.
-                    pending = [j for j in self.follow_ups(row) if not self.done(j) and j not in pending] + pending
+                    in_flight = [j for j, _ in running.values()]
+                    pending = [j for j in self.follow_ups(row)
+                               if not self.done(j) and j not in pending and j not in in_flight] + pending
         print(f"{len(self.runs)} runs recorded in {self.results_path}, {failures} failed", flush=True)
 
 
@@ -253,7 +309,12 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=12, help="PARA's r; baselines are budget-matched to it")
     parser.add_argument("--ablation-tasks", nargs="+", default=["copa", "boolq"])
     parser.add_argument("--ablation-ranks", nargs="+", type=int, default=[4, 32])
-    parser.add_argument("--stages", nargs="+", default=["base", "sweep", "seeds", "ablation"])
+    parser.add_argument("--stages", nargs="+", default=["base", "sweep", "seeds", "ablation"],
+                        help="of base, sweep, seeds, ablation, variants (variants needs the recorded sweeps)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variant-tasks", nargs="+", default=["copa", "boolq", "squad"])
+    parser.add_argument("--variant-finalists", type=int, default=2,
+                        help="PARA variants that get the other seeds after the screen")
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=8,
                         help="runs at once, sharing the GPUs (8 fit on one H200 with the response-only loss)")

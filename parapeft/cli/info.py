@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         ("activation", config["activation"]),
         ("dropout", config["dropout"]),
         ("targets", ", ".join(config["targets"])),
+        ("variant", ", ".join(f"{k}={v}" for k, v in config.items() if k in ("static_bias", "scale_form",
+                                                                            "generator_input")) or "the paper's form"),
         ("layers", "all" if config["layers_to_transform"] is None else ", ".join(map(str, config["layers_to_transform"]))),
         ("parameters", f"{summary['parameters']:,d}"),
         ("dtypes", ", ".join(summary["dtypes"])),

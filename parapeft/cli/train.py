@@ -6,10 +6,18 @@ import argparse
 import json
 from dataclasses import fields
 
+from ..config import GENERATOR_INPUTS, SCALE_FORMS
 from ..training.methods import METHODS
 from ..training.trainer import TrainArgs
 
 DEFAULTS = TrainArgs()
+
+
+def _target_list(text: str) -> list[str]:
+    targets = [t.strip() for t in text.split(",") if t.strip()]
+    if not targets:
+        raise argparse.ArgumentTypeError("give at least one target, e.g. q,v,up")
+    return targets
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +39,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", "-r", type=int, default=DEFAULTS.rank, help="PARA's r, or LoRA/DoRA's rank")
     p.add_argument("--pooler", default=DEFAULTS.pooler, choices=["mean", "last", "max", "attention"], help="PARA pooler")
     p.add_argument("--dropout", type=float, default=DEFAULTS.dropout)
+    p.add_argument("--targets", type=_target_list, default=None,
+                   help="comma-separated: PARA's scaled activations (q, k, v, o, up, down; default q,v,up) or the "
+                   "projections LoRA / DoRA wrap (q, k, v, o, up, down, gate; default q,v)")
+    variant = p.add_argument_group("PARA variants", "settings beyond the paper's form (see docs/method.md)")
+    variant.add_argument("--static-bias", action="store_true", help="a learned static vector b: l = b + W_up·h")
+    variant.add_argument("--scale-form", default=DEFAULTS.scale_form, choices=SCALE_FORMS,
+                         help="multiplier from l: 1 + l, 1 + tanh(l) or 2·sigmoid(l)")
+    variant.add_argument("--generator-input", default=DEFAULTS.generator_input, choices=GENERATOR_INPUTS,
+                         help="pool the layer's normalised input or the residual stream entering it")
+    p.add_argument("--up-lr-ratio", type=float, default=DEFAULTS.up_lr_ratio,
+                   help="learning rate of the up side (PARA W_up, LoRA B) over --lr, LoRA+-style")
+    p.add_argument("--down-init-scale", type=float, default=DEFAULTS.down_init_scale,
+                   help="scale of the down side's initial weights (PARA W_down, LoRA A)")
     p.add_argument("--budget-match", action="store_true",
-                   help="pick the baseline's rank so its trainable parameters are closest to PARA with --rank")
+                   help="pick the rank of a baseline or a PARA variant so its trainable parameters are closest to the "
+                   "paper's PARA with --rank")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
     p.add_argument("--warmup-ratio", type=float, default=DEFAULTS.warmup_ratio)

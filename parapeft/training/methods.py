@@ -2,6 +2,10 @@
 
 PARA is ours; LoRA, DoRA and IA3 come from HF peft, targeting the same layers'
 query and value projections (IA3 also the FFN up projection, as PARA does).
+``targets`` changes what a method adapts: PARA's activations (see
+``ParaConfig.targets``) or the projections LoRA / DoRA wrap (q, k, v, o, up,
+down, gate); ``para_form`` holds a PARA variant's other settings
+(``static_bias``, ``scale_form``, ``generator_input``).
 """
 
 from __future__ import annotations
@@ -20,18 +24,40 @@ from ..model import ParaModel, get_para_model
 METHODS = ("para", "lora", "dora", "ia3")
 LORA_TARGETS = ["q_proj", "v_proj"]
 IA3_TARGETS = ["q_proj", "v_proj", "up_proj"]
+# Short names of the projections LoRA / DoRA may wrap (the --targets of `para train`).
+PROJECTIONS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "up": "up_proj", "down": "down_proj",
+               "gate": "gate_proj"}
 
 
-def attach(model: nn.Module, method: str, rank: int, pooler: str = "mean", dropout: float = 0.0) -> nn.Module:
-    """Freeze ``model`` and add a fresh adapter of ``method``; ``rank`` is PARA's r or LoRA/DoRA's r (IA3 has none)."""
+def lora_modules(targets: list[str] | None) -> list[str]:
+    if targets is None:
+        return list(LORA_TARGETS)
+    unknown = [t for t in targets if t not in PROJECTIONS]
+    if unknown or not targets:
+        raise ValueError(f"LoRA targets must be a non-empty subset of {', '.join(PROJECTIONS)}; got {targets!r}")
+    return [PROJECTIONS[t] for t in targets]
+
+
+def attach(model: nn.Module, method: str, rank: int, pooler: str = "mean", dropout: float = 0.0,
+           targets: list[str] | None = None, para_form: dict | None = None) -> nn.Module:
+    """Freeze ``model`` and add a fresh adapter of ``method``; ``rank`` is PARA's r or LoRA/DoRA's r (IA3 has none).
+
+    ``targets`` (None: the method's default) and ``para_form`` are described in the module docstring."""
+    if para_form and method != "para":
+        raise ValueError(f"{', '.join(para_form)} apply to PARA only")
     if method == "para":
-        return get_para_model(model, ParaConfig(r=rank, pooler=pooler, dropout=dropout))
+        form = dict(para_form or {})
+        if targets is not None:
+            form["targets"] = targets
+        return get_para_model(model, ParaConfig(r=rank, pooler=pooler, dropout=dropout, **form))
     from peft import IA3Config, LoraConfig, get_peft_model
 
     if method in ("lora", "dora"):
-        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=LORA_TARGETS,
+        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=lora_modules(targets),
                             use_dora=method == "dora", task_type="CAUSAL_LM")
     elif method == "ia3":
+        if targets is not None:
+            raise ValueError("IA3's targets are fixed (q, v, up)")
         config = IA3Config(target_modules=IA3_TARGETS, feedforward_modules=["up_proj"], task_type="CAUSAL_LM")
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -42,23 +68,30 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def count_on_meta(config, method: str, rank: int, pooler: str = "mean") -> int:
+def count_on_meta(config, method: str, rank: int, pooler: str = "mean", targets: list[str] | None = None,
+                  para_form: dict | None = None) -> int:
     """Trainable parameters of ``method`` on a backbone shaped like ``config`` (no weights allocated)."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        return trainable_parameters(attach(AutoModelForCausalLM.from_config(copy.deepcopy(config)), method, rank, pooler))
+        model = AutoModelForCausalLM.from_config(copy.deepcopy(config))
+        return trainable_parameters(attach(model, method, rank, pooler, targets=targets, para_form=para_form))
 
 
-def match_budget(config, method: str, target: int, pooler: str = "mean", max_rank: int = 256) -> tuple[int, int]:
+def match_budget(config, method: str, target: int, pooler: str = "mean", max_rank: int = 256,
+                 targets: list[str] | None = None, para_form: dict | None = None) -> tuple[int, int]:
     """The rank of ``method`` whose count is closest to ``target`` → (rank, count). IA3 has a fixed count."""
     if method == "ia3":
         return 0, count_on_meta(config, "ia3", 0)
+
+    def count(r: int) -> int:
+        return count_on_meta(config, method, r, pooler, targets, para_form)
+
     # Counts grow linearly in the rank, so two probes give the slope; check the neighbours for the closest.
-    one, two = count_on_meta(config, method, 1, pooler), count_on_meta(config, method, 2, pooler)
+    one, two = count(1), count(2)
     slope, offset = two - one, one - (two - one)
     guess = max(1, min(max_rank, round((target - offset) / slope)))
-    candidates = {r: count_on_meta(config, method, r, pooler) for r in {max(1, guess - 1), guess, min(max_rank, guess + 1)}}
+    candidates = {r: count(r) for r in {max(1, guess - 1), guess, min(max_rank, guess + 1)}}
     rank = min(candidates, key=lambda r: (abs(candidates[r] - target), r))
     return rank, candidates[rank]
 

@@ -23,6 +23,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..tasks import get_task
 from .batching import Encoded, PromptTooLongError, collate, encode_for_training, padding_id
 from .loss import response_loss
+from ..config import PAPER_FORM
 from .methods import attach, count_on_meta, match_budget, trainable_parameters
 from .run_log import RunLog
 
@@ -40,8 +41,14 @@ class TrainArgs:
     rank: int = 12
     pooler: str = "mean"
     dropout: float = 0.0
+    targets: list[str] | None = None  # None: the method's default (PARA q, v, up; LoRA / DoRA q, v)
+    static_bias: bool = False  # the PARA variant settings (ParaConfig); the defaults are the paper's form
+    scale_form: str = "linear"
+    generator_input: str = "normed"
     budget_match: bool = False
     lr: float = 1e-3
+    up_lr_ratio: float = 1.0  # LoRA+-style: W_up (PARA) / lora_B (LoRA, DoRA) train at lr × this
+    down_init_scale: float = 1.0  # W_down (PARA) / lora_A (LoRA, DoRA) start at their default init × this
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
     schedule: str = "linear"
@@ -66,11 +73,44 @@ class TrainArgs:
 class ResponseTrainer(Trainer):
     """Trainer whose loss is :func:`.loss.response_loss` (and which counts the tokens it trains on)."""
 
-    def __init__(self, *args, para: bool, run_log: RunLog, **kwargs):
+    def __init__(self, *args, para: bool, run_log: RunLog, up_lr_ratio: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.para, self.run_log = para, run_log
+        self.para, self.run_log, self.up_lr_ratio = para, run_log, up_lr_ratio
         # The loss is a mean per micro-batch, as before: Trainer then divides it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
+
+    def create_optimizer(self, model=None):
+        """Trainer's AdamW; with ``up_lr_ratio`` != 1 each of its parameter groups is split so that the up side
+        (PARA's W_up and static bias, LoRA's B) trains at the ratio times the learning rate."""
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if self.up_lr_ratio == 1.0 or getattr(optimizer, "up_side_split", False):
+            return optimizer
+        up_side = {id(p) for name, p in self.model.named_parameters() if is_up_side(name)}
+        groups = []
+        for group in optimizer.param_groups:
+            settings = {k: v for k, v in group.items() if k != "params"}
+            for scale, params in ((1.0, [p for p in group["params"] if id(p) not in up_side]),
+                                  (self.up_lr_ratio, [p for p in group["params"] if id(p) in up_side])):
+                if params:
+                    groups.append({**settings, "params": params, "lr": group["lr"] * scale})
+        optimizer.param_groups = []  # nothing has stepped yet: regroup the same optimizer in place
+        for group in groups:
+            optimizer.add_param_group(group)
+        optimizer.up_side_split = True
+        return optimizer
+
+
+def is_up_side(name: str) -> bool:
+    """Whether a trainable parameter is on the output side of its adapter (PARA's ``up``, LoRA's ``lora_B``)."""
+    return ".up." in name or "lora_B" in name
+
+
+def scale_down_init(model: torch.nn.Module, scale: float) -> None:
+    """Multiply the input side's initial weights (PARA's ``down``, LoRA's ``lora_A``) by ``scale``."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad and (".down.weight" in name or "lora_A" in name):
+                param.mul_(scale)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs:
@@ -90,12 +130,33 @@ class EncodedExamples(torch.utils.data.Dataset):
         return self.rows[index]
 
 
+def para_form(args: TrainArgs) -> dict:
+    """The PARA variant settings of ``args`` that differ from the paper's form."""
+    form = {"static_bias": args.static_bias, "scale_form": args.scale_form, "generator_input": args.generator_input}
+    return {key: value for key, value in form.items() if value != PAPER_FORM[key]}
+
+
+def variant_of(args: TrainArgs) -> dict:
+    """Everything in which this run departs from its method's defaults (a PARA variant, LoRA's targets, LoRA+)."""
+    variant = dict(para_form(args)) if args.method == "para" else {}
+    if args.targets is not None:
+        variant["targets"] = list(args.targets)
+    for key, default in (("up_lr_ratio", 1.0), ("down_init_scale", 1.0)):
+        if getattr(args, key) != default:
+            variant[key] = getattr(args, key)
+    return variant
+
+
 def _resolve_rank(args: TrainArgs, config) -> tuple[int, int | None]:
-    """The method's rank, matched to PARA r=args.rank's count when --budget-match is set."""
-    if not args.budget_match or args.method == "para":
+    """The method's rank, matched to the paper's PARA at r=args.rank when --budget-match is set (a PARA variant
+    is matched too: its r is lowered or raised to that count)."""
+    form = para_form(args) if args.method == "para" else {}
+    variant = bool(form) or (args.targets is not None and args.method == "para")
+    if not args.budget_match or (args.method == "para" and not variant):
         return args.rank, None
     target = count_on_meta(config, "para", args.rank, args.pooler)
-    rank, _ = match_budget(config, args.method, target)
+    rank, _ = match_budget(config, args.method, target, args.pooler if args.method == "para" else "mean",
+                           targets=args.targets, para_form=form or None)
     return rank, target
 
 
@@ -111,6 +172,10 @@ def train(args: TrainArgs) -> dict:
 
     if args.method != "para" and args.pooler != "mean":
         raise ValueError("--pooler applies to PARA only")
+    if args.method != "para" and para_form(args):
+        raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in para_form(args))} apply to PARA only")
+    if args.method == "ia3" and (args.up_lr_ratio != 1.0 or args.down_init_scale != 1.0):
+        raise ValueError("--up-lr-ratio and --down-init-scale apply to PARA, LoRA and DoRA (IA3 has one vector)")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise FileExistsError(f"{out} is not empty; pass --resume to continue that run or choose another --out")
@@ -123,7 +188,10 @@ def train(args: TrainArgs) -> dict:
     model, tokenizer = load_base_model(args.model)
     rank, budget_target = _resolve_rank(args, model.config)
     torch.manual_seed(args.seed)  # the adapter's initial weights depend on the seed alone
-    model = attach(model, args.method, rank, args.pooler, args.dropout)
+    model = attach(model, args.method, rank, args.pooler, args.dropout, targets=args.targets,
+                   para_form=para_form(args) if args.method == "para" else None)
+    if args.down_init_scale != 1.0:
+        scale_down_init(model, args.down_init_scale)
     n_trainable = trainable_parameters(model)
 
     encoded, skipped = [], 0
@@ -172,7 +240,7 @@ def train(args: TrainArgs) -> dict:
     pad_id = padding_id(tokenizer)
     trainer = ResponseTrainer(model=model, args=training_args, train_dataset=EncodedExamples(encoded),
                               data_collator=lambda rows: collate(rows, pad_id), callbacks=[run_log],
-                              para=args.method == "para", run_log=run_log)
+                              para=args.method == "para", run_log=run_log, up_lr_ratio=args.up_lr_ratio)
     resume_from = get_last_checkpoint(str(out / CHECKPOINTS)) if args.resume and (out / CHECKPOINTS).is_dir() else None
     config_record = {**asdict(args), "rank": rank, "budget_target": budget_target, "trainable_params": n_trainable,
                      "train_examples": len(encoded), "skipped_too_long": skipped, "total_steps": total_steps,
@@ -191,6 +259,7 @@ def train(args: TrainArgs) -> dict:
 
     summary = {"model": args.model, "task": args.task, "method": args.method, "seed": args.seed, "rank": rank,
                "pooler": args.pooler if args.method == "para" else None, "trainable_params": n_trainable,
+               "variant": variant_of(args),
                "metric_name": select_metric, "dev_metric": run_log.best_metric, "best_step": run_log.best_step,
                "steps": total_steps, "wall_s": round(time.perf_counter() - started, 1)}
     if run_log.stopped_early:

@@ -51,6 +51,19 @@ class _PrefillState:
     kernel: dict[str, torch.Tensor] | None = None
 
 
+def check_servable(config: ParaConfig, source: str) -> None:
+    """Refuse, naming the settings, an adapter of a PARA-family variant the engine's kernels do not apply (the
+    engine serves the paper's form: q, v and up scaled by 1 + l from the normalised input; the variants are
+    trained and evaluated with ``ParaModel``)."""
+    variant = config.variant()
+    if set(config.targets) <= set(TARGETS):
+        variant.pop("targets", None)  # a subset of q, v, up: the kernels scale the others by 1
+    if variant:
+        listed = ", ".join(f"{key}={value!r}" for key, value in variant.items())
+        raise AdapterLoadError(f"adapter {source} is a PARA variant the engine does not serve ({listed}); the engine "
+                               "serves the paper's form (targets q, v, up; no static bias; linear scale; normed input)")
+
+
 class ParaAdapters(RowAdapters):
     kind = "para"
 
@@ -78,6 +91,7 @@ class ParaAdapters(RowAdapters):
     def read(self, directory) -> tuple[ParaConfig, dict[str, torch.Tensor]]:
         """A saved adapter's config and weights, checked against the backbone (safetensors only)."""
         config = read_adapter_config(directory)
+        check_servable(config, str(directory))
         check_compatible(config, self.model_type, self.dims, str(directory))
         return config, load_weights(directory, adapter_shapes(config, self.dims))
 
@@ -86,6 +100,7 @@ class ParaAdapters(RowAdapters):
 
     def add(self, name: str, config: ParaConfig, tensors: dict[str, torch.Tensor]) -> None:
         """Register an adapter from tensors in memory (as ``ParaModel.adapter_state_dict`` gives them)."""
+        check_servable(config, repr(name))
         check_compatible(config, self.model_type, self.dims, repr(name))
         expected = adapter_shapes(config, self.dims)
         if {k: tuple(v.shape) for k, v in tensors.items()} != expected:
