@@ -79,6 +79,10 @@ def check_compatible(config: ParaConfig, model_type: str, dims: dict[str, int], 
         diffs = [f"{k}: adapter {config.dims.get(k)} vs backbone {v}" for k, v in dims.items() if config.dims.get(k) != v]
         if diffs:
             raise AdapterLoadError(f"adapter {source} does not fit this backbone ({'; '.join(diffs)})")
+    if config.pool_layer is not None and config.pool_layer >= dims["num_layers"]:
+        raise AdapterLoadError(
+            f"adapter {source} pools layer {config.pool_layer}, the backbone has {dims['num_layers']} layers"
+        )
     if config.layers_to_transform and config.layers_to_transform[-1] >= dims["num_layers"]:
         raise AdapterLoadError(
             f"adapter {source} targets layer {config.layers_to_transform[-1]}, the backbone has {dims['num_layers']} layers"

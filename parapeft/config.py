@@ -76,6 +76,12 @@ class ParaConfig:
         metadata={"help": "What the generator pools: normed (the layer's normalised attention input, the paper) | "
                   "residual (the residual stream entering the layer)."},
     )
+    pool_layer: int | None = field(
+        default=None,
+        metadata={"help": "Pool from deeper: a first pass of the frozen backbone over the prompt gives the input of "
+                  "this layer (normed or residual, as generator_input says), and every layer's generator reads that "
+                  "one tensor instead of its own input; None: each layer reads its own (the paper)."},
+    )
     layers_to_transform: list[int] | None = field(
         default=None, metadata={"help": "Decoder layers that get a generator; None means every layer."}
     )
@@ -121,6 +127,9 @@ class ParaConfig:
             raise ValueError(f"scale_form must be one of {', '.join(SCALE_FORMS)}; got {self.scale_form!r}")
         if self.generator_input not in GENERATOR_INPUTS:
             raise ValueError(f"generator_input must be one of {', '.join(GENERATOR_INPUTS)}; got {self.generator_input!r}")
+        if self.pool_layer is not None and (not isinstance(self.pool_layer, int) or isinstance(self.pool_layer, bool)
+                                            or self.pool_layer < 0):
+            raise ValueError(f"pool_layer must be a non-negative layer index or null, got {self.pool_layer!r}")
         if self.layers_to_transform is not None:
             self.layers_to_transform = sorted({int(i) for i in self.layers_to_transform})
             if not self.layers_to_transform or self.layers_to_transform[0] < 0:
@@ -169,7 +178,7 @@ class ParaConfig:
 
 # The paper's form of the variant settings (``ParaConfig``'s defaults; the ``paper`` preset of ``para train``).
 PAPER_FORM: dict[str, Any] = {"targets": list(TARGETS), "static_bias": False, "scale_form": "linear",
-                              "generator_input": "normed"}
+                              "generator_input": "normed", "pool_layer": None}
 
 
 def width_of(target: str, dims: dict[str, int]) -> int:

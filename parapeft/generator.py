@@ -22,6 +22,14 @@ ACTIVATION_FUNCTIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 SCALE_OFFSETS = {"linear": lambda v: v, "tanh": torch.tanh, "sigmoid": lambda v: 2.0 * torch.sigmoid(v) - 1.0}
 
 
+def input_key(config: ParaConfig) -> str:
+    """The name of the tensor a generator of ``config`` pools: ``normed`` / ``residual`` of its own layer, or
+    ``layer<L>:normed`` / ``layer<L>:residual`` from the frozen prompt pass when it pools from deeper."""
+    if config.pool_layer is None:
+        return config.generator_input
+    return f"layer{config.pool_layer}:{config.generator_input}"
+
+
 class VectorGenerator(nn.Module):
     """``d = form(b + W_up · act(W_down · dropout(pool(x))))`` for one adapter in one layer; the multiplier is 1 + d.
 
@@ -36,7 +44,8 @@ class VectorGenerator(nn.Module):
         self.pooler = config.pooler
         self.activation = config.activation
         self.scale_form = config.scale_form
-        self.generator_input = config.generator_input
+        # Which tensor of the pass this generator pools: its layer's own input, or a deeper layer's (pool_layer)
+        self.generator_input = input_key(config)
         self.targets = list(config.targets)
         self.widths = {t: widths[t] for t in self.targets}
         self.down = nn.Linear(hidden, config.r, bias=False)
@@ -107,6 +116,9 @@ class LayerGenerators(nn.Module):
     def reads(self, names: list[str], generator_input: str) -> bool:
         """Whether an adapter of ``names`` present in this layer pools ``generator_input``."""
         return any(n in self.adapters and self.adapters[n].generator_input == generator_input for n in names)
+
+    def inputs_read(self, names: list[str]) -> set[str]:
+        return {self.adapters[n].generator_input for n in names if n in self.adapters}
 
     def vectors(
         self, inputs: dict[str, torch.Tensor], prompt_mask: torch.Tensor, names: list[str],

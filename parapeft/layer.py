@@ -25,6 +25,7 @@ from .generator import LayerGenerators
 COMPUTE = "compute"  # compute vectors from this pass's prompt positions
 PREFILL = "prefill"  # first pass of generate: compute, then switch to DECODE
 DECODE = "decode"  # reuse the vectors computed at prefill (cached generation)
+BARE = "bare"  # the frozen backbone's own prompt pass for adapters that pool from deeper: nothing is scaled
 
 
 @dataclass
@@ -36,6 +37,8 @@ class PassContext:
     names: list[str] = field(default_factory=list)  # distinct adapters of the batch
     row_slots: torch.Tensor | None = None  # [batch] index into names, -1 = bare backbone; None = all names[0]
     depth: int = 0  # > 0 while a ParaModel forward or generate is running (it prepared this pass itself)
+    # Inputs of deeper layers from the frozen prompt pass ("layer<L>:normed" / ":residual" -> [batch, time, hidden])
+    deep: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def expanded(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Prompt mask and row slots for ``batch`` rows: generation repeats each row for beams / return sequences."""
@@ -63,7 +66,7 @@ class ParaLayer:
     def keep_residual(self, hidden_states: torch.Tensor) -> None:
         """Called before the decoder layer runs: keep its input when an adapter of the pass pools it."""
         ctx = self.context
-        wanted = ctx.mode not in (None, DECODE) and self.generators.reads(ctx.names, "residual")
+        wanted = ctx.mode not in (None, DECODE, BARE) and self.generators.reads(ctx.names, "residual")
         self.residual = hidden_states if wanted else None
 
     def observe(self, x: torch.Tensor) -> None:
@@ -73,6 +76,9 @@ class ParaLayer:
                 "a PARA-wrapped model must be called through its ParaModel (forward or generate), or its backbone "
                 "with labels (-100 on the prompt), so that PARA knows which positions are the prompt"
             )
+        if ctx.mode == BARE:
+            self.scales = None
+            return
         if ctx.mode == DECODE:
             if self.scales is not None and next(iter(self.scales.values())).shape[0] != x.shape[0]:
                 raise RuntimeError("batch size changed after prefill; PARA vectors are per prompt")
@@ -84,6 +90,9 @@ class ParaLayer:
                 "PARA needs the whole prompt in one prefill pass (no chunked prefill)"
             )
         inputs = {"normed": x}
+        for key, tensor in ctx.deep.items():  # from the prompt pass: one row per prompt, repeated as the batch is
+            inputs[key] = tensor if tensor.shape[0] == x.shape[0] else tensor.repeat_interleave(
+                x.shape[0] // tensor.shape[0], dim=0)
         if self.residual is not None:
             inputs["residual"] = self.residual
         vectors = self.generators.vectors(inputs, prompt_mask, ctx.names, row_slots)

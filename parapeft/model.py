@@ -13,7 +13,7 @@ from .architectures import arch_spec, decoder_layers, layer_dims, set_submodule
 from .config import ALL_TARGETS, ParaConfig, width_of
 from .generator import LayerGenerators
 from .hub import resolve_adapter_dir
-from .layer import COMPUTE, DECODE, PREFILL, ParaLayer, PassContext, ScaledModule
+from .layer import BARE, COMPUTE, DECODE, PREFILL, ParaLayer, PassContext, ScaledModule
 from .peft_surface import PeftCompatible
 
 BASE_ADAPTER = "__base__"  # per-row adapter name meaning "no adapter" (the name HF peft uses too)
@@ -121,6 +121,7 @@ class ParaModel(PeftCompatible):
         if attention_mask is None:
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
         self._prepare(batch, attention_mask, labels == -100, self._disabled_names(batch), COMPUTE)
+        self._probe(input_ids, kwargs.get("inputs_embeds"), attention_mask, kwargs.get("position_ids"))
         return None
 
     def _disabled_names(self, batch: int) -> list[str] | None:
@@ -131,7 +132,32 @@ class ParaModel(PeftCompatible):
         # The first pass of ``generate`` is the prefill; later passes decode with the prefill's vectors.
         if self._context.mode == PREFILL:
             self._context.mode = DECODE
+        self._context.deep = {}  # the prompt pass's tensors served this pass only
         return None
+
+    def _probe(self, input_ids, inputs_embeds, attention_mask, position_ids) -> None:
+        """For adapters that pool from deeper (``pool_layer``): the frozen backbone's pass over the prompt, keeping
+        the inputs of the layers they read (normalised by that layer's input norm, or the residual stream)."""
+        ctx = self._context
+        wanted = set().union(*(layer.inputs_read(ctx.names) for layer in self.layers))
+        deep = sorted(key for key in wanted if key.startswith("layer"))
+        ctx.deep = {}
+        if not deep or ctx.mode in (None, DECODE):
+            return
+        mode, ctx.mode = ctx.mode, BARE
+        try:
+            with torch.no_grad():
+                out = self.base_model.model(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                                            attention_mask=attention_mask, position_ids=position_ids,
+                                            output_hidden_states=True, use_cache=False)
+        finally:
+            ctx.mode = mode
+        layers = decoder_layers(self.base_model)
+        for key in deep:
+            index, kind = key.removeprefix("layer").split(":")
+            hidden = out.hidden_states[int(index)]  # the input of layer `index` (0: the embeddings)
+            with torch.no_grad():
+                ctx.deep[key] = layers[int(index)].input_layernorm(hidden) if kind == "normed" else hidden
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -439,6 +465,7 @@ class ParaModel(PeftCompatible):
         if adapter_names is None:
             adapter_names = self._disabled_names(batch)
         self._prepare(batch, attention_mask, prompt, adapter_names, mode)
+        self._probe(input_ids, inputs_embeds, attention_mask, kwargs.get("position_ids"))
         self._context.depth += 1
         try:
             return self.base_model(
@@ -469,6 +496,9 @@ class ParaModel(PeftCompatible):
         if adapter_names is None:
             adapter_names = self._disabled_names(batch)
         self._prepare(batch, attention_mask, prompt, adapter_names, PREFILL)
+        # generate's prefill numbers positions from the attention mask (left padding), and so does the prompt pass
+        self._probe(input_ids, kwargs.get("inputs_embeds"), attention_mask,
+                    (attention_mask.long().cumsum(-1) - 1).clamp(min=0))
         self._context.depth += 1
         try:
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

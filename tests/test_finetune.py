@@ -52,7 +52,7 @@ def test_training_lowers_the_loss_and_keeps_the_best_adapter(tiny_dir, tmp_path,
 
 @pytest.mark.parametrize("method, variant", [
     ("para", dict(static_bias=True, targets=["q", "k", "v", "o", "up", "down"], scale_form="tanh",
-                  generator_input="residual", up_lr_ratio=4.0, down_init_scale=0.5)),
+                  generator_input="residual", pool_layer=1, up_lr_ratio=4.0, down_init_scale=0.5)),
     ("lora", dict(targets=["q", "v", "up"], up_lr_ratio=4.0)),
 ])
 def test_a_variant_trains_saves_and_records_its_settings(tiny_dir, tmp_path, method, variant):

@@ -29,6 +29,7 @@ VARIANTS = {
     "tanh": dict(scale_form="tanh"),
     "sigmoid": dict(scale_form="sigmoid"),
     "residual": dict(generator_input="residual"),
+    "deep": dict(pool_layer=1),  # every layer's generator reads the top layer's input from a frozen prompt pass
     "everything": dict(targets=["q", "k", "v", "o", "up", "down"], static_bias=True, scale_form="tanh",
                        generator_input="residual"),
 }
@@ -107,14 +108,14 @@ def test_variant_generation_equals_teacher_forcing(arch, variant):
 
 
 MIXED = {"paper": {}, "static": VARIANTS["static"], "everything": VARIANTS["everything"],
-         "sig-k": dict(targets=["k", "up"], scale_form="sigmoid")}
+         "sig-k": dict(targets=["k", "up"], scale_form="sigmoid"), "deep": dict(pool_layer=1, generator_input="residual")}
 
 
 def mixed_model(arch):
     names = list(MIXED)
     para = get_para_model(tiny_model(arch), ParaConfig(r=4, **MIXED[names[0]]), adapter_name=names[0])
     for i, name in enumerate(names[1:]):
-        para.add_adapter(name, ParaConfig(r=3 + i, pooler=["mean", "attention", "last"][i], **MIXED[name]))
+        para.add_adapter(name, ParaConfig(r=3 + i, pooler=["mean", "attention", "last", "max"][i], **MIXED[name]))
     for i, name in enumerate(names):
         randomize_adapter(para, name, 10 + i, scale=0.3)
     return para.eval()
@@ -124,7 +125,7 @@ def mixed_model(arch):
 def test_a_batch_mixing_variants_equals_each_row_alone(arch):
     para = mixed_model(arch)
     seqs = prompts([6, 9, 5, 8, 7, 4])
-    rows = ["everything", BASE_ADAPTER, "paper", "sig-k", "static", "everything"]
+    rows = ["everything", BASE_ADAPTER, "paper", "sig-k", "static", "deep"]
     ids, mask = pad_batch(seqs, "left")
     with torch.no_grad():
         mixed = para(input_ids=ids, attention_mask=mask, position_ids=positions(mask), adapter_names=rows).logits
@@ -149,12 +150,35 @@ def test_a_saved_variant_reloads_with_the_same_outputs_and_the_paper_form_keeps_
     reloaded = ParaModel.from_pretrained(tiny_model("llama"), tmp_path / "v")
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids=ids).logits, before)
-    assert reloaded.peft_config["default"].variant() == {key: saved[key] for key in PAPER_FORM}
+    assert reloaded.peft_config["default"].variant() == {key: saved[key] for key in PAPER_FORM if key in saved}
+    assert set(reloaded.peft_config["default"].variant()) == {"targets", "static_bias", "scale_form", "generator_input"}
     paper = get_para_model(tiny_model("llama"), ParaConfig(r=4))
     paper.save_pretrained(tmp_path / "p")
     keys = set(json.loads((tmp_path / "p" / "adapter_config.json").read_text()))
     assert not keys & {"static_bias", "scale_form", "generator_input"}  # configs of the paper's form are unchanged
     assert ParaConfig.load(tmp_path / "p").variant() == {}
+
+
+@pytest.mark.parametrize("kind", ["normed", "residual"])
+def test_pooling_from_deeper_reads_the_frozen_backbones_layer_input(kind):
+    para = variant_model("llama", dict(pool_layer=1, generator_input=kind))
+    ids, mask = pad_batch(prompts([7, 4]), "left")
+    with torch.no_grad():
+        para(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
+        vectors = para.last_vectors()
+        backbone = tiny_model("llama")  # the same weights, without PARA
+        hidden = backbone.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
+                                output_hidden_states=True).hidden_states[1]
+        if kind == "normed":
+            hidden = backbone.model.layers[1].input_layernorm(hidden)
+        keep = mask.bool().unsqueeze(-1)
+        pooled = torch.where(keep, hidden, 0.0).sum(1) / mask.sum(1, keepdim=True)
+        q_width = para.dims["q"]
+        for index, layer in enumerate(para.layers):
+            generator = layer.adapters["default"]
+            expected = 1.0 + generator.up(torch.nn.functional.silu(generator.down(pooled)))
+            torch.testing.assert_close(vectors[index]["q"], expected[:, :q_width], atol=1e-5, rtol=1e-5)
+    assert not para._context.deep  # the prompt pass's tensors are dropped after the pass
 
 
 def test_unload_restores_every_wrapped_module():

@@ -61,6 +61,7 @@ VARIANTS = {
     "para-tanh": {"method": "para", "variant": {"scale_form": "tanh"}, "flags": ["--scale-form", "tanh"]},
     "para-residual": {"method": "para", "variant": {"generator_input": "residual"},
                       "flags": ["--generator-input", "residual"]},
+    "para-deep20": {"method": "para", "variant": {"pool_layer": 20}, "flags": ["--pool-layer", "20"]},
     "para-uplr4": {"method": "para", "variant": {"up_lr_ratio": 4.0}, "flags": ["--up-lr-ratio", "4"]},
     "lora-qvu": {"method": "lora", "variant": {"targets": ["q", "v", "up"]}, "flags": ["--targets", "q,v,up"]},
 }

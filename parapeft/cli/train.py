@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="multiplier from l: 1 + l, 1 + tanh(l) or 2·sigmoid(l)")
     variant.add_argument("--generator-input", default=DEFAULTS.generator_input, choices=GENERATOR_INPUTS,
                          help="pool the layer's normalised input or the residual stream entering it")
+    variant.add_argument("--pool-layer", type=int, default=None, metavar="L",
+                         help="pool from deeper: every layer's generator reads layer L's input from a first, frozen "
+                         "pass over the prompt (doubles the prefill)")
     p.add_argument("--up-lr-ratio", type=float, default=DEFAULTS.up_lr_ratio,
                    help="learning rate of the up side (PARA W_up, LoRA B) over --lr, LoRA+-style")
     p.add_argument("--down-init-scale", type=float, default=DEFAULTS.down_init_scale,

@@ -45,6 +45,7 @@ class TrainArgs:
     static_bias: bool = False  # the PARA variant settings (ParaConfig); the defaults are the paper's form
     scale_form: str = "linear"
     generator_input: str = "normed"
+    pool_layer: int | None = None
     budget_match: bool = False
     lr: float = 1e-3
     up_lr_ratio: float = 1.0  # LoRA+-style: W_up (PARA) / lora_B (LoRA, DoRA) train at lr × this
@@ -132,7 +133,8 @@ class EncodedExamples(torch.utils.data.Dataset):
 
 def para_form(args: TrainArgs) -> dict:
     """The PARA variant settings of ``args`` that differ from the paper's form."""
-    form = {"static_bias": args.static_bias, "scale_form": args.scale_form, "generator_input": args.generator_input}
+    form = {"static_bias": args.static_bias, "scale_form": args.scale_form, "generator_input": args.generator_input,
+            "pool_layer": args.pool_layer}
     return {key: value for key, value in form.items() if value != PAPER_FORM[key]}
 
 
