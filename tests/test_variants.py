@@ -221,6 +221,8 @@ def test_variants_are_budget_matched_to_the_papers_count():
     assert match_budget(config, "para", paper, para_form={"static_bias": True}) == (11, count(11, "q v up".split(), True))
     assert match_budget(config, "para", paper, targets=["q", "k", "v", "up"]) == (11, count(11, ["q", "k", "v", "up"]))
     assert match_budget(config, "para", paper, targets=list(widths)) == (7, count(7, list(widths)))
+    upper = {"layers_to_transform": list(range(15, 30))}  # larger r on the upper half of the layers
+    assert match_budget(config, "para", paper, para_form=upper) == (24, 15 * 24 * (576 + 2304))
     assert match_budget(config, "lora", paper, targets=["q", "v", "up"]) == (9, 30 * 9 * (576 + 576 + 576 + 192 + 576 + 1536))
 
 

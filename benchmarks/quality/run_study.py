@@ -219,14 +219,20 @@ class Study:
                 gains.append(row["dev_metric"] - paper["dev_metric"])
             screened[name] = sum(gains) / len(gains)
         para = sorted((n for n in screened if VARIANTS[n]["method"] == "para"), key=screened.get, reverse=True)
-        return para[:a.variant_finalists] + [n for n in screened if VARIANTS[n]["method"] != "para"]
+        return para[:a.variant_finalists]
 
     def follow_ups(self, finished: dict) -> list[dict]:
         """Jobs that became possible when ``finished`` completed its (task, method) sweep, or the variant screen."""
         a = self.args
         if finished["stage"] == "variants":
-            finalists = self.variant_finalists() if "variants" in a.stages else None
-            return self.variant_jobs([s for s in a.seeds if s != 0], finalists) if finalists else []
+            if "variants" not in a.stages:
+                return []
+            others = [s for s in a.seeds if s != 0]
+            # A LoRA variant (a baseline) gets its seeds at once; PARA variants wait for the whole screen.
+            baselines = [n for n in a.variants if VARIANTS[n]["method"] != "para"
+                         and self.done(next(iter(self.variant_jobs([0], [n]))))]
+            finalists = self.variant_finalists() or []
+            return self.variant_jobs(others, [n for n in a.variants if n in set(baselines) | set(finalists)])
         if finished["stage"] != "sweep":
             return []
         lr = self.best_lr(finished["task"], finished["method"])

@@ -13,6 +13,19 @@ from ..training.trainer import TrainArgs
 DEFAULTS = TrainArgs()
 
 
+def _layer_list(text: str) -> list[int]:
+    layers = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            layers += list(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers are indices and ranges like 0,4,8 or 15-29; got {text!r}") from None
+    if not layers:
+        raise argparse.ArgumentTypeError("give at least one layer")
+    return layers
+
+
 def _target_list(text: str) -> list[str]:
     targets = [t.strip() for t in text.split(",") if t.strip()]
     if not targets:
@@ -48,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="multiplier from l: 1 + l, 1 + tanh(l) or 2·sigmoid(l)")
     variant.add_argument("--generator-input", default=DEFAULTS.generator_input, choices=GENERATOR_INPUTS,
                          help="pool the layer's normalised input or the residual stream entering it")
+    variant.add_argument("--layers", type=_layer_list, default=None,
+                         help="only these decoder layers get a generator, e.g. 15-29 or 0,4,8 (with --budget-match "
+                         "r grows to keep the count)")
     variant.add_argument("--pool-layer", type=int, default=None, metavar="L",
                          help="pool from deeper: every layer's generator reads layer L's input from a first, frozen "
                          "pass over the prompt (doubles the prefill)")
