@@ -19,6 +19,9 @@ ALL_TARGETS = ("q", "k", "v", "o", "up", "down")
 TARGET_WIDTH = {"q": "q", "k": "v", "v": "v", "o": "q", "up": "up", "down": "up"}
 # How a generator's output l becomes the multiplier: 1 + l (the paper), or bounded forms that are 1 at l = 0.
 SCALE_FORMS = ("linear", "tanh", "sigmoid")
+# One multiplier per channel (the paper) or per attention head (q, k, v, o; up and down stay per channel).
+GRANULARITIES = ("channel", "head")
+HEAD_TARGETS = ("q", "k", "v", "o")
 # What the generator pools: the layer's normalised attention input (the paper) or the residual stream entering it.
 GENERATOR_INPUTS = ("normed", "residual")
 CONFIG_NAME = "adapter_config.json"
@@ -76,6 +79,11 @@ class ParaConfig:
         metadata={"help": "What the generator pools: normed (the layer's normalised attention input, the paper) | "
                   "residual (the residual stream entering the layer)."},
     )
+    granularity: str = field(
+        default="channel",
+        metadata={"help": "channel: one multiplier per channel (the paper) | head: one per attention head for q, k, "
+                  "v and o (up and down stay per channel), so W_up is narrower and r can be larger."},
+    )
     pool_layer: int | None = field(
         default=None,
         metadata={"help": "Pool from deeper: a first pass of the frozen backbone over the prompt gives the input of "
@@ -127,6 +135,8 @@ class ParaConfig:
             raise ValueError(f"scale_form must be one of {', '.join(SCALE_FORMS)}; got {self.scale_form!r}")
         if self.generator_input not in GENERATOR_INPUTS:
             raise ValueError(f"generator_input must be one of {', '.join(GENERATOR_INPUTS)}; got {self.generator_input!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {self.granularity!r}")
         if self.pool_layer is not None and (not isinstance(self.pool_layer, int) or isinstance(self.pool_layer, bool)
                                             or self.pool_layer < 0):
             raise ValueError(f"pool_layer must be a non-negative layer index or null, got {self.pool_layer!r}")
@@ -178,12 +188,19 @@ class ParaConfig:
 
 # The paper's form of the variant settings (``ParaConfig``'s defaults; the ``paper`` preset of ``para train``).
 PAPER_FORM: dict[str, Any] = {"targets": list(TARGETS), "static_bias": False, "scale_form": "linear",
-                              "generator_input": "normed", "pool_layer": None}
+                              "generator_input": "normed", "pool_layer": None,
+                              "granularity": "channel"}
 
 
 def width_of(target: str, dims: dict[str, int]) -> int:
     """The width of ``target``'s activation on a backbone of ``dims``."""
     return dims[TARGET_WIDTH[target]]
+
+
+def generated_width(config: "ParaConfig", target: str, dims: dict[str, int], head_dim: int) -> int:
+    """How many values a generator of ``config`` produces for ``target``: one per channel, or one per head."""
+    width = width_of(target, dims)
+    return width // head_dim if config.granularity == "head" and target in HEAD_TARGETS else width
 
 
 def read_adapter_config(directory: str | Path) -> tuple[Path, dict]:

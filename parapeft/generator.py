@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ALL_TARGETS, ParaConfig
+from .config import ALL_TARGETS, HEAD_TARGETS, ParaConfig
 from .pooling import pool
 
 ACTIVATION_FUNCTIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
@@ -39,7 +39,7 @@ class VectorGenerator(nn.Module):
     :data:`~parapeft.config.ALL_TARGETS` order.
     """
 
-    def __init__(self, hidden: int, widths: dict[str, int], config: ParaConfig):
+    def __init__(self, hidden: int, widths: dict[str, int], config: ParaConfig, head_dim: int = 1):
         super().__init__()
         self.pooler = config.pooler
         self.activation = config.activation
@@ -48,8 +48,10 @@ class VectorGenerator(nn.Module):
         self.generator_input = input_key(config)
         self.targets = list(config.targets)
         self.widths = {t: widths[t] for t in self.targets}
+        # Per-head vectors: W_up produces one value per head of q, k, v, o, repeated over the head's channels
+        self.repeats = {t: head_dim if config.granularity == "head" and t in HEAD_TARGETS else 1 for t in self.targets}
         self.down = nn.Linear(hidden, config.r, bias=False)
-        self.up = nn.Linear(config.r, sum(self.widths.values()), bias=config.static_bias)
+        self.up = nn.Linear(config.r, sum(w // self.repeats[t] for t, w in self.widths.items()), bias=config.static_bias)
         nn.init.zeros_(self.up.weight)
         if self.up.bias is not None:
             nn.init.zeros_(self.up.bias)
@@ -59,10 +61,19 @@ class VectorGenerator(nn.Module):
     def forward(self, x: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
         pooled = pool(self.pooler, x, prompt_mask, self.scorer)
         hidden = ACTIVATION_FUNCTIONS[self.activation](self.down(self.dropout(pooled)))
-        return SCALE_OFFSETS[self.scale_form](self.up(hidden))
+        return SCALE_OFFSETS[self.scale_form](self._per_channel(self.up(hidden), dim=-1))
+
+    def _per_channel(self, values: torch.Tensor, dim: int) -> torch.Tensor:
+        """The generator's outputs along ``dim``, per-head ones repeated over their heads' channels."""
+        if all(r == 1 for r in self.repeats.values()):
+            return values
+        parts = values.split([self.widths[t] // self.repeats[t] for t in self.targets], dim=dim)
+        return torch.cat([p.repeat_interleave(self.repeats[t], dim=dim) for p, t in zip(parts, self.targets)], dim=dim)
 
     def _full_layout(self, tensor: torch.Tensor, widths: dict[str, int]) -> torch.Tensor:
-        """Rows of ``tensor`` (this adapter's targets) spread over every target of ``widths``, zeros elsewhere."""
+        """Rows of ``tensor`` (this adapter's targets) spread over every target of ``widths``, zeros elsewhere;
+        a per-head row is repeated for each channel of its head (exact: those channels share the value)."""
+        tensor = self._per_channel(tensor, dim=0)
         blocks, offset = [], 0
         for target in widths:
             if target in self.widths:
@@ -104,14 +115,16 @@ class LayerGenerators(nn.Module):
     """All adapters' generators of one decoder layer; ``widths`` has every target of
     :data:`~parapeft.config.ALL_TARGETS`, in that order."""
 
-    def __init__(self, hidden: int, widths: dict[str, int]):
+    def __init__(self, hidden: int, widths: dict[str, int], head_dim: int = 1):
         super().__init__()
         self.hidden = hidden
+        self.head_dim = head_dim
         self.widths = {t: widths[t] for t in ALL_TARGETS}
         self.adapters = nn.ModuleDict()
 
     def add(self, name: str, config: ParaConfig, device: torch.device) -> None:
-        self.adapters[name] = VectorGenerator(self.hidden, self.widths, config).to(device=device, dtype=torch.float32)
+        generator = VectorGenerator(self.hidden, self.widths, config, self.head_dim)
+        self.adapters[name] = generator.to(device=device, dtype=torch.float32)
 
     def reads(self, names: list[str], generator_input: str) -> bool:
         """Whether an adapter of ``names`` present in this layer pools ``generator_input``."""

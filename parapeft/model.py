@@ -10,7 +10,7 @@ from torch import nn
 
 from .adapter_io import AdapterLoadError, check_compatible, load_weights, save_weights
 from .architectures import arch_spec, decoder_layers, layer_dims, set_submodule
-from .config import ALL_TARGETS, ParaConfig, width_of
+from .config import ALL_TARGETS, ParaConfig, generated_width, width_of
 from .generator import LayerGenerators
 from .hub import resolve_adapter_dir
 from .layer import BARE, COMPUTE, DECODE, PREFILL, ParaLayer, PassContext, ScaledModule
@@ -26,10 +26,13 @@ def read_adapter_config(adapter_dir: str | Path) -> ParaConfig:
         raise AdapterLoadError(f"cannot read the adapter config in {adapter_dir}: {err}") from err
 
 
-def adapter_shapes(config: ParaConfig, dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
-    """The tensors a saved adapter with ``config`` holds on a backbone of ``dims``, and their shapes."""
+def adapter_shapes(config: ParaConfig, dims: dict[str, int], head_dim: int | None = None) -> dict[str, tuple[int, ...]]:
+    """The tensors a saved adapter with ``config`` holds on a backbone of ``dims`` (and attention heads of
+    ``head_dim`` channels, which per-head vectors need), and their shapes."""
     hidden = dims["hidden"]
-    out = sum(width_of(t, dims) for t in config.targets)
+    if config.granularity == "head" and head_dim is None:
+        raise AdapterLoadError("per-head PARA vectors need the backbone's head dimension")
+    out = sum(generated_width(config, t, dims, head_dim or 1) for t in config.targets)
     shapes = {}
     for index in config.layers_to_transform or range(dims["num_layers"]):
         shapes[f"layers.{index}.down.weight"] = (config.r, hidden)
@@ -65,7 +68,10 @@ class ParaModel(PeftCompatible):
             param.requires_grad_(False)
         self.dims = layer_dims(model, self.spec)
         widths = {t: width_of(t, self.dims) for t in ALL_TARGETS}
-        self.layers = nn.ModuleList(LayerGenerators(self.dims["hidden"], widths) for _ in range(self.dims["num_layers"]))
+        backbone = model.config
+        self.head_dim = getattr(backbone, "head_dim", None) or backbone.hidden_size // backbone.num_attention_heads
+        self.layers = nn.ModuleList(LayerGenerators(self.dims["hidden"], widths, self.head_dim)
+                                    for _ in range(self.dims["num_layers"]))
         self.active_adapter = adapter_name
         self._context = PassContext()
         self._states: list[ParaLayer] = []
@@ -223,7 +229,7 @@ class ParaModel(PeftCompatible):
         return state
 
     def _expected_shapes(self, config: ParaConfig) -> dict[str, tuple[int, ...]]:
-        return adapter_shapes(config, self.dims)
+        return adapter_shapes(config, self.dims, self.head_dim)
 
     def save_pretrained(
         self,
@@ -290,7 +296,7 @@ class ParaModel(PeftCompatible):
                          is_trainable: bool) -> None:
         current = self.peft_config[adapter_name]
         shape_keys = ("r", "pooler", "activation", "targets", "layers_to_transform", "static_bias", "scale_form",
-                      "generator_input")
+                      "generator_input", "pool_layer", "granularity")
         differs = [k for k in shape_keys if getattr(current, k) != getattr(config, k)]
         if differs:
             raise AdapterLoadError(f"cannot load into adapter {adapter_name!r}: the saved one differs in {', '.join(differs)}")

@@ -29,7 +29,8 @@ VARIANTS = {
     "tanh": dict(scale_form="tanh"),
     "sigmoid": dict(scale_form="sigmoid"),
     "residual": dict(generator_input="residual"),
-    "deep": dict(pool_layer=1),  # every layer's generator reads the top layer's input from a frozen prompt pass
+    "deep": dict(pool_layer=1),
+    "head": dict(granularity="head", targets=["q", "k", "v", "o", "up"]),  # every layer's generator reads the top layer's input from a frozen prompt pass
     "everything": dict(targets=["q", "k", "v", "o", "up", "down"], static_bias=True, scale_form="tanh",
                        generator_input="residual"),
 }
@@ -107,7 +108,7 @@ def test_variant_generation_equals_teacher_forcing(arch, variant):
                                atol=1e-4, rtol=1e-4)
 
 
-MIXED = {"paper": {}, "static": VARIANTS["static"], "everything": VARIANTS["everything"],
+MIXED = {"paper": {}, "static": VARIANTS["static"], "everything": VARIANTS["everything"], "head": VARIANTS["head"],
          "sig-k": dict(targets=["k", "up"], scale_form="sigmoid"), "deep": dict(pool_layer=1, generator_input="residual")}
 
 
@@ -115,7 +116,7 @@ def mixed_model(arch):
     names = list(MIXED)
     para = get_para_model(tiny_model(arch), ParaConfig(r=4, **MIXED[names[0]]), adapter_name=names[0])
     for i, name in enumerate(names[1:]):
-        para.add_adapter(name, ParaConfig(r=3 + i, pooler=["mean", "attention", "last", "max"][i], **MIXED[name]))
+        para.add_adapter(name, ParaConfig(r=3 + i, pooler=["mean", "attention", "last", "max", "mean"][i], **MIXED[name]))
     for i, name in enumerate(names):
         randomize_adapter(para, name, 10 + i, scale=0.3)
     return para.eval()
@@ -124,8 +125,8 @@ def mixed_model(arch):
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 def test_a_batch_mixing_variants_equals_each_row_alone(arch):
     para = mixed_model(arch)
-    seqs = prompts([6, 9, 5, 8, 7, 4])
-    rows = ["everything", BASE_ADAPTER, "paper", "sig-k", "static", "deep"]
+    seqs = prompts([6, 9, 5, 8, 7, 4, 6])
+    rows = ["everything", BASE_ADAPTER, "paper", "sig-k", "static", "deep", "head"]
     ids, mask = pad_batch(seqs, "left")
     with torch.no_grad():
         mixed = para(input_ids=ids, attention_mask=mask, position_ids=positions(mask), adapter_names=rows).logits
@@ -181,6 +182,20 @@ def test_pooling_from_deeper_reads_the_frozen_backbones_layer_input(kind):
     assert not para._context.deep  # the prompt pass's tensors are dropped after the pass
 
 
+def test_per_head_vectors_share_one_multiplier_across_each_heads_channels():
+    para = variant_model("qwen3", VARIANTS["head"])
+    with torch.no_grad():
+        para(input_ids=torch.tensor([prompts([6])[0].tolist()]))
+    head_dim = para.head_dim
+    for layer in para.last_vectors():
+        for target in ("q", "k", "v", "o"):
+            per_head = layer[target].view(1, -1, head_dim)
+            assert torch.equal(per_head, per_head[:, :, :1].expand_as(per_head)), target
+        assert layer["up"].unique().numel() > para.dims["up"] // 2  # up stays per channel
+    saved = para.adapter_state_dict()["layers.0.up.weight"]
+    assert saved.shape[0] == para.dims["q"] // head_dim * 2 + para.dims["v"] // head_dim * 2 + para.dims["up"]
+
+
 def test_unload_restores_every_wrapped_module():
     base = tiny_model("qwen3")
     reference = {k: v.clone() for k, v in base.state_dict().items()}
@@ -221,6 +236,8 @@ def test_variants_are_budget_matched_to_the_papers_count():
     assert match_budget(config, "para", paper, para_form={"static_bias": True}) == (11, count(11, "q v up".split(), True))
     assert match_budget(config, "para", paper, targets=["q", "k", "v", "up"]) == (11, count(11, ["q", "k", "v", "up"]))
     assert match_budget(config, "para", paper, targets=list(widths)) == (7, count(7, list(widths)))
+    head = match_budget(config, "para", paper, para_form={"granularity": "head"})  # q: 9 heads, v: 3 heads
+    assert head == (16, 30 * 16 * (576 + 9 + 3 + 1536))
     upper = {"layers_to_transform": list(range(15, 30))}  # larger r on the upper half of the layers
     assert match_budget(config, "para", paper, para_form=upper) == (24, 15 * 24 * (576 + 2304))
     assert match_budget(config, "lora", paper, targets=["q", "v", "up"]) == (9, 30 * 9 * (576 + 576 + 576 + 192 + 576 + 1536))

@@ -62,6 +62,9 @@ VARIANTS = {
     "para-residual": {"method": "para", "variant": {"generator_input": "residual"},
                       "flags": ["--generator-input", "residual"]},
     "para-deep20": {"method": "para", "variant": {"pool_layer": 20}, "flags": ["--pool-layer", "20"]},
+    "para-head": {"method": "para", "variant": {"granularity": "head"}, "flags": ["--granularity", "head"]},
+    "para-upper": {"method": "para", "variant": {"layers": "15-29"}, "flags": ["--layers", "15-29"]},
+    "para-init05": {"method": "para", "variant": {"down_init_scale": 0.5}, "flags": ["--down-init-scale", "0.5"]},
     "para-uplr4": {"method": "para", "variant": {"up_lr_ratio": 4.0}, "flags": ["--up-lr-ratio", "4"]},
     "lora-qvu": {"method": "lora", "variant": {"targets": ["q", "v", "up"]}, "flags": ["--targets", "q,v,up"]},
 }

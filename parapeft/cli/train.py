@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import fields
 
-from ..config import GENERATOR_INPUTS, SCALE_FORMS
+from ..config import GENERATOR_INPUTS, GRANULARITIES, SCALE_FORMS
 from ..training.methods import METHODS
 from ..training.trainer import TrainArgs
 
@@ -61,6 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="multiplier from l: 1 + l, 1 + tanh(l) or 2·sigmoid(l)")
     variant.add_argument("--generator-input", default=DEFAULTS.generator_input, choices=GENERATOR_INPUTS,
                          help="pool the layer's normalised input or the residual stream entering it")
+    variant.add_argument("--granularity", default=DEFAULTS.granularity, choices=GRANULARITIES,
+                         help="one multiplier per channel, or per attention head for q, k, v, o")
     variant.add_argument("--layers", type=_layer_list, default=None,
                          help="only these decoder layers get a generator, e.g. 15-29 or 0,4,8 (with --budget-match "
                          "r grows to keep the count)")

@@ -46,6 +46,7 @@ class TrainArgs:
     scale_form: str = "linear"
     generator_input: str = "normed"
     pool_layer: int | None = None
+    granularity: str = "channel"
     layers: list[int] | None = None  # PARA's layers_to_transform (None: every layer)
     budget_match: bool = False
     lr: float = 1e-3
@@ -135,7 +136,7 @@ class EncodedExamples(torch.utils.data.Dataset):
 def para_form(args: TrainArgs) -> dict:
     """The PARA variant settings of ``args`` that differ from the paper's form."""
     form = {"static_bias": args.static_bias, "scale_form": args.scale_form, "generator_input": args.generator_input,
-            "pool_layer": args.pool_layer}
+            "pool_layer": args.pool_layer, "granularity": args.granularity}
     form = {key: value for key, value in form.items() if value != PAPER_FORM[key]}
     if args.layers is not None:
         form["layers_to_transform"] = list(args.layers)
