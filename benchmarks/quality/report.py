@@ -111,8 +111,14 @@ def variant_names(runs: list[dict]) -> list[str]:
 
 
 def variant_runs(runs: list[dict], task: str, name: str, seed: int | None = None) -> list[dict]:
-    return [r for r in runs if r["stage"] == "variants" and r["task"] == task and r["method"] == name
-            and (seed is None or r["seed"] == seed)]
+    """A variant's runs on ``task`` at its chosen rate: the best of its seed-0 rates (there is one rate when the
+    variant was not swept)."""
+    rows = [r for r in runs if r["stage"] == "variants" and r["task"] == task and r["method"] == name]
+    screened = [r for r in rows if r["seed"] == 0]
+    if not screened:
+        return []
+    lr = max(screened, key=lambda r: (r["dev_metric"], -r["lr"]))["lr"]
+    return [r for r in rows if r["lr"] == lr and (seed is None or r["seed"] == seed)]
 
 
 def settings(row: dict) -> str:

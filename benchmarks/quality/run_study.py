@@ -11,8 +11,9 @@ Stages, scheduled as soon as their inputs exist:
   ablation  PARA's pooler (last, max, attention) and r (--ablation-ranks) on --ablation-tasks, best PARA lr
   variants  PARA-family variants and the LoRA-on-PARA's-targets baseline (VARIANTS; --variants picks some) on
             --variant-tasks, budget-matched to the paper's PARA: seed 0 at the rate the sweep chose for the
-            paper's PARA (for a LoRA variant: for LoRA) on that task; when every screened run of a task set
-            has finished, the --variant-finalists best PARA variants and every LoRA variant get the other seeds
+            paper's PARA (for a LoRA variant: for LoRA) on that task, or at every rate of --variant-lrs; a
+            LoRA variant then gets the other seeds at its rate, and once every screened run has finished the
+            --variant-finalists best PARA variants get them too
 Each run trains with dev evaluation (a fixed subset) to keep its best checkpoint, then scores that
 checkpoint on the whole dev split with `para eval`. Finished runs are recorded in --results
 (one object per run) and skipped when the script is started again, so an interrupted study resumes.
@@ -191,38 +192,63 @@ class Study:
             jobs += [{"stage": "sweep", "task": t, "method": m, "seed": 0, "lr": lr}
                      for t in a.tasks for m in a.methods for lr in a.lrs]
         if "variants" in a.stages:
-            jobs += self.variant_jobs([0], a.variants)
+            jobs += self.screen_jobs(a.variants)
         return jobs
 
-    def variant_jobs(self, seeds: list[int], names: list[str]) -> list[dict]:
-        """Variant runs at the rate the sweep chose for the method each variant builds on (recorded sweeps)."""
+    def variant_lr(self, task: str, name: str) -> float | None:
+        """The rate a variant's seeds run at on ``task``: its own best seed-0 rate over --variant-lrs (None until
+        all have run), or without --variant-lrs the rate the sweep chose for the method it builds on."""
+        a = self.args
+        if not a.variant_lrs:
+            return self.best_lr(task, VARIANTS[name]["method"])
+        rows = [r for r in self.runs if r["stage"] == "variants" and r["task"] == task and r["method"] == name
+                and r["seed"] == 0 and r["lr"] in a.variant_lrs]
+        if {r["lr"] for r in rows} != set(a.variant_lrs):
+            return None
+        return max(rows, key=lambda r: (r["dev_metric"], -r["lr"]))["lr"]
+
+    def screen_jobs(self, names: list[str]) -> list[dict]:
+        """Seed-0 runs of each variant: at every rate of --variant-lrs, or at the base method's chosen rate."""
         jobs = []
         for name in names:  # tasks interleaved: runs of one long task alone would not fit beside each other
             for task in self.args.variant_tasks:
                 lr = self.best_lr(task, VARIANTS[name]["method"])
                 if lr is None:
                     raise SystemExit(f"the {VARIANTS[name]['method']} sweep on {task} is not recorded; run it first")
-                jobs += [{"stage": "variants", "task": task, "method": name, "seed": s, "lr": lr} for s in seeds]
+                jobs += [{"stage": "variants", "task": task, "method": name, "seed": 0, "lr": rate}
+                         for rate in (self.args.variant_lrs or [lr])]
+        return jobs
+
+    def seed_jobs(self, names: list[str]) -> list[dict]:
+        """The other seeds of each variant on every task whose rate is decided."""
+        jobs = []
+        for name in names:
+            for task in self.args.variant_tasks:
+                lr = self.variant_lr(task, name)
+                if lr is not None:
+                    jobs += [{"stage": "variants", "task": task, "method": name, "seed": s, "lr": lr}
+                             for s in self.args.seeds if s != 0]
         return jobs
 
     def variant_finalists(self) -> list[str] | None:
-        """The variants that get the other seeds, once every screened (seed-0) variant run is recorded: the
-        --variant-finalists PARA variants with the largest mean gain over the paper's PARA (seed 0, same lr)
-        across --variant-tasks, and every LoRA variant. None while screened runs are outstanding."""
+        """The PARA variants that get the other seeds, once every screened (seed-0) variant run is recorded: the
+        --variant-finalists ones with the largest mean gain over the paper's PARA (both at seed 0 and their
+        chosen rates) across --variant-tasks. None while screened runs are outstanding."""
         a = self.args
         screened = {}
-        for name in a.variants:
+        for name in (n for n in a.variants if VARIANTS[n]["method"] == "para"):
             gains = []
             for task in a.variant_tasks:
-                row = self.done(next(j for j in self.variant_jobs([0], [name]) if j["task"] == task))
-                paper = self.done({"stage": "sweep", "task": task, "method": VARIANTS[name]["method"], "seed": 0,
-                                   "lr": self.best_lr(task, VARIANTS[name]["method"])})
+                lr = self.variant_lr(task, name)
+                row = None if lr is None else self.done({"stage": "variants", "task": task, "method": name,
+                                                         "seed": 0, "lr": lr})
                 if row is None:
                     return None
+                paper = self.done({"stage": "sweep", "task": task, "method": "para", "seed": 0,
+                                   "lr": self.best_lr(task, "para")})
                 gains.append(row["dev_metric"] - paper["dev_metric"])
             screened[name] = sum(gains) / len(gains)
-        para = sorted((n for n in screened if VARIANTS[n]["method"] == "para"), key=screened.get, reverse=True)
-        return para[:a.variant_finalists]
+        return sorted(screened, key=screened.get, reverse=True)[:a.variant_finalists]
 
     def follow_ups(self, finished: dict) -> list[dict]:
         """Jobs that became possible when ``finished`` completed its (task, method) sweep, or the variant screen."""
@@ -230,12 +256,10 @@ class Study:
         if finished["stage"] == "variants":
             if "variants" not in a.stages:
                 return []
-            others = [s for s in a.seeds if s != 0]
-            # A LoRA variant (a baseline) gets its seeds at once; PARA variants wait for the whole screen.
-            baselines = [n for n in a.variants if VARIANTS[n]["method"] != "para"
-                         and self.done(next(iter(self.variant_jobs([0], [n]))))]
-            finalists = self.variant_finalists() or []
-            return self.variant_jobs(others, [n for n in a.variants if n in set(baselines) | set(finalists)])
+            # A LoRA variant (a baseline) gets its seeds as soon as its rate is decided; PARA variants wait for
+            # the whole screen, and only the finalists get them.
+            baselines = [n for n in a.variants if VARIANTS[n]["method"] != "para"]
+            return self.seed_jobs(baselines + (self.variant_finalists() or []))
         if finished["stage"] != "sweep":
             return []
         lr = self.best_lr(finished["task"], finished["method"])
@@ -323,6 +347,9 @@ def main() -> None:
                         help="of base, sweep, seeds, ablation, variants (variants needs the recorded sweeps)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--variant-tasks", nargs="+", default=["copa", "boolq", "squad"])
+    parser.add_argument("--variant-lrs", nargs="+", type=float, default=None,
+                        help="screen every variant at each of these rates (seed 0) and run its seeds at its own best; "
+                        "default: the rate the sweep chose for the method it builds on")
     parser.add_argument("--variant-finalists", type=int, default=2,
                         help="PARA variants that get the other seeds after the screen")
     parser.add_argument("--eval-batch-size", type=int, default=32)
