@@ -19,7 +19,8 @@ from parapeft.config import PAPER_FORM
 from parapeft.engine import Engine
 from parapeft.training.methods import attach, count_on_meta, match_budget
 from parapeft.training.trainer import ResponseTrainer, is_up_side, scale_down_init
-from test_equivalence import ATOL, pad_batch, positions, prompts, teacher_forced_logits
+from test_equivalence import (ATOL, assert_fresh_adapter_is_the_backbone, assert_vectors_ignore_the_response,
+                              pad_batch, positions, prompts, teacher_forced_logits)
 from tiny_models import PAD_ID, randomize_adapter, tiny_model
 
 VARIANTS = {
@@ -47,18 +48,7 @@ def variant_model(arch, form, seed=0, pooler="mean", scale=0.3):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ["llama", *NORMED_HEADS])
 def test_a_fresh_variant_adapter_is_bitwise_the_backbone(arch, variant):
-    base = tiny_model(arch)
-    ids, mask = pad_batch(prompts([7, 5, 9]), "left")
-    with torch.no_grad():
-        ref = base(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
-        ref_gen = base.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
-                                pad_token_id=PAD_ID)
-    para = get_para_model(base, ParaConfig(r=4, **VARIANTS[variant]))
-    with torch.no_grad():
-        out = para(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
-    gen = para.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=PAD_ID)
-    assert torch.equal(out, ref)
-    assert torch.equal(gen, ref_gen)
+    assert_fresh_adapter_is_the_backbone(arch, ParaConfig(r=4, **VARIANTS[variant]))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -77,23 +67,7 @@ def test_a_trained_variant_changes_the_output_through_its_targets(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 def test_response_tokens_never_change_a_variants_vectors(arch, variant):
-    para = variant_model(arch, VARIANTS[variant], pooler="max")
-    prompt = prompts([6])[0]
-    vectors = []
-    for seed in (1, 2):
-        ids = torch.cat([prompt, prompts([5], seed=seed)[0]]).unsqueeze(0)
-        labels = ids.clone()
-        labels[0, : len(prompt)] = -100
-        with torch.no_grad():
-            para(input_ids=ids, labels=labels)
-        vectors.append(para.last_vectors())
-    with torch.no_grad():
-        para(input_ids=prompt.unsqueeze(0))
-    vectors.append(para.last_vectors())
-    for layers in zip(*vectors):
-        for target in layers[0]:
-            for other in layers[1:]:
-                torch.testing.assert_close(layers[0][target], other[target], atol=ATOL, rtol=0)
+    assert_vectors_ignore_the_response(variant_model(arch, VARIANTS[variant], pooler="max"))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
