@@ -5,6 +5,12 @@ import { z } from 'zod';
 
 const nullable = <T extends z.ZodType>(schema: T) => schema.nullable().optional();
 
+// ParaConfig's variant settings: the engine serves the paper's form only, so a variant is refused here by name
+// (the worker refuses it too), and the paper's values, which a config may spell out, are accepted.
+const paperForm = (field: string, what: string) =>
+  `${field}: the engine serves the paper's form of PARA (${what}); this PARA variant is for training and evaluation only`;
+const VARIANT_TARGETS = ['k', 'o', 'down'];
+
 export const paraAdapterConfigSchema = z
   .object({
     peft_type: z.literal('PARA', { message: "peft_type must be 'PARA'" }),
@@ -13,11 +19,21 @@ export const paraAdapterConfigSchema = z
     activation: z.enum(['silu', 'gelu', 'relu']).optional(),
     dropout: z.number().min(0).lt(1).optional(),
     targets: z
-      .array(z.enum(['q', 'v', 'up']))
+      .array(
+        z.enum(['q', 'v', 'up'], {
+          error: (issue) => (VARIANT_TARGETS.includes(String(issue.input)) ? paperForm('targets', 'q, v and up')
+            : 'targets must be among q, v, up'),
+        }),
+      )
       .min(1)
       .refine((t) => new Set(t).size === t.length, 'targets must not repeat')
       .optional(),
     layers_to_transform: nullable(z.array(z.number().int().nonnegative()).min(1)),
+    static_bias: z.literal(false, { message: paperForm('static_bias', 'no static bias') }).optional(),
+    scale_form: z.literal('linear', { message: paperForm('scale_form', 'multipliers 1 + l') }).optional(),
+    generator_input: z.literal('normed', { message: paperForm('generator_input', "each layer's normalised input") }).optional(),
+    granularity: z.literal('channel', { message: paperForm('granularity', 'one multiplier per channel') }).optional(),
+    pool_layer: z.null({ message: paperForm('pool_layer', 'no pooling from deeper') }).optional(),
     base_model_name_or_path: nullable(z.string().max(1024)),
     base_model_variant: nullable(z.string().max(128)),
     model_type: nullable(z.string().max(128)),
