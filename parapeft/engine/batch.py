@@ -56,6 +56,16 @@ class DecodeBatch:
     extras: dict = field(default_factory=dict)
 
 
+def to_device(values: list[int], device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """``values`` as a tensor on ``device`` without waiting for the GPU work already queued: a copy from pageable
+    host memory synchronises the stream first, one from pinned memory does not (PyTorch's caching host
+    allocator keeps the pinned buffer until the copy has run)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 def attention_groups(lengths: list[int], starts: list[int], device: torch.device) -> list[AttentionGroup]:
     """Consecutive prompts (packed longest first) grouped so padding stays under ``MAX_PADDING``."""
     groups, first = [], 0

@@ -23,7 +23,7 @@ from ..config import CONFIG_NAME, ParaConfig
 from ..model import BASE_ADAPTER, ParaModel
 from .adapters import LoraAdapters, ParaAdapters, RowAdapters, check_adapter_name
 from .adapters.lora import read_lora
-from .batch import DecodeBatch, build_prefill
+from .batch import DecodeBatch, build_prefill, to_device
 from .block_manager import BlockManager
 from .config import EngineConfig
 from .errors import AdapterExists, AdapterInUse, BadRequest, ConfigError, UnknownAdapter
@@ -312,7 +312,7 @@ class Engine:
         return self.executor.prefill(batch), batch.rows
 
     def _decode(self, decoding: list[Request]):
-        rows = torch.tensor([r.row for r in decoding], device=self.device)
+        rows = to_device([r.row for r in decoding], self.device)  # the step's prefill pass may be queued already
         para = any(r.kind == "para" for r in decoding)
         lora = any(r.kind == "lora" for r in decoding)
         distinct = len({r.adapter for r in decoding} - {BASE_ADAPTER})

@@ -100,7 +100,8 @@ class Executor:
 
         hidden = self._layers(batch.token_ids, batch.positions, batch.blocks, batch.offsets, batch.token_rows,
                               batch, attend)
-        cache.seq_lens[batch.rows] = torch.tensor(batch.lengths_host, dtype=torch.int32, device=self.device)
+        # From the batch's device tensor: a copy from the host here would wait for the whole pass just queued
+        cache.seq_lens.index_copy_(0, batch.rows, batch.lengths.to(torch.int32))
         return self._logits(hidden.index_select(0, batch.last_index))
 
     @torch.no_grad()
