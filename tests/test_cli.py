@@ -34,6 +34,14 @@ def test_info_reports_config_count_and_size(tmp_path):
     summary = json.loads(para("info", str(tmp_path), "--json").stdout)
     assert summary["parameters"] == model.get_nb_trainable_parameters()[0]
     assert summary["config"]["r"] == 3 and summary["size_bytes"] > 4 * summary["parameters"]
+    assert summary["variant"] == {} and "the paper's" in table.stdout
+
+
+def test_info_names_a_variants_settings(tmp_path):
+    get_para_model(tiny_model("llama"), ParaConfig(r=3, static_bias=True, pool_layer=1)).save_pretrained(tmp_path)
+    table = para("info", str(tmp_path))
+    assert table.returncode == 0, table.stderr
+    assert "static_bias=True, pool_layer=1" in table.stdout
 
 
 def test_info_on_a_missing_or_corrupt_adapter_is_a_clear_error(tmp_path):

@@ -40,6 +40,7 @@ def describe(directory: Path) -> dict:
     return {
         "path": str(directory),
         "config": config.to_dict(),
+        "variant": {k: v for k, v in config.variant().items() if k != "targets"},  # settings beyond the paper's form
         "parameters": parameters,
         "dtypes": sorted(dtypes),
         "size_bytes": weights.stat().st_size + (directory / CONFIG_NAME).stat().st_size,
@@ -61,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
         ("activation", config["activation"]),
         ("dropout", config["dropout"]),
         ("targets", ", ".join(config["targets"])),
-        ("variant", ", ".join(f"{k}={v}" for k, v in config.items() if k in ("static_bias", "scale_form",
-                                                                            "generator_input")) or "the paper's form"),
+        ("form", ", ".join(f"{k}={v}" for k, v in summary["variant"].items()) or "the paper's"),
         ("layers", "all" if config["layers_to_transform"] is None else ", ".join(map(str, config["layers_to_transform"]))),
         ("parameters", f"{summary['parameters']:,d}"),
         ("dtypes", ", ".join(summary["dtypes"])),
