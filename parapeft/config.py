@@ -67,8 +67,8 @@ class ParaConfig:
     )
     static_bias: bool = field(
         default=False,
-        metadata={"help": "Add a learned static vector b to each generator's output, l = b + W_up·h (zero at init: "
-                  "PARA then contains IA3)."},
+        metadata={"help": "Add a learned static vector b to each generator's output, l = b + W_up·h (zero at init): "
+                  "a static per-channel scaling of PARA's targets, as IA3 learns, plus the prompt-aware part."},
     )
     scale_form: str = field(
         default="linear",
@@ -137,6 +137,9 @@ class ParaConfig:
             raise ValueError(f"generator_input must be one of {', '.join(GENERATOR_INPUTS)}; got {self.generator_input!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {self.granularity!r}")
+        if self.granularity == "head" and not set(self.targets) & set(HEAD_TARGETS):
+            raise ValueError(f"granularity 'head' needs an attention target ({', '.join(HEAD_TARGETS)}); the targets "
+                             f"are {self.targets!r}")
         if self.pool_layer is not None and (not isinstance(self.pool_layer, int) or isinstance(self.pool_layer, bool)
                                             or self.pool_layer < 0):
             raise ValueError(f"pool_layer must be a non-negative layer index or null, got {self.pool_layer!r}")

@@ -138,7 +138,8 @@ class ParaModel(PeftCompatible):
         # The first pass of ``generate`` is the prefill; later passes decode with the prefill's vectors.
         if self._context.mode == PREFILL:
             self._context.mode = DECODE
-        self._context.deep = {}  # the prompt pass's tensors served this pass only
+        # ``deep`` (the prompt pass's tensors) stays until the next pass replaces it: gradient checkpointing runs
+        # the layers of this pass again during the backward.
         return None
 
     def _probe(self, input_ids, inputs_embeds, attention_mask, position_ids) -> None:
@@ -502,9 +503,12 @@ class ParaModel(PeftCompatible):
         if adapter_names is None:
             adapter_names = self._disabled_names(batch)
         self._prepare(batch, attention_mask, prompt, adapter_names, PREFILL)
-        # generate's prefill numbers positions from the attention mask (left padding), and so does the prompt pass
-        self._probe(input_ids, kwargs.get("inputs_embeds"), attention_mask,
-                    (attention_mask.long().cumsum(-1) - 1).clamp(min=0))
+        # generate's prefill numbers positions from the attention mask (left padding) unless given, and so does
+        # the prompt pass
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        self._probe(input_ids, kwargs.get("inputs_embeds"), attention_mask, positions)
         self._context.depth += 1
         try:
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
@@ -519,6 +523,7 @@ class ParaModel(PeftCompatible):
     def _release_scales(self) -> None:
         for state in self._para_layers():
             state.scales = state.residual = None
+        self._context.deep = {}
 
     def last_vectors(self) -> list[dict[str, torch.Tensor] | None]:
         """Per layer, the scales ``1 + l`` (one row per sequence) that the last ``forward`` applied."""

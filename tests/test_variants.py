@@ -153,7 +153,9 @@ def test_pooling_from_deeper_reads_the_frozen_backbones_layer_input(kind):
             generator = layer.adapters["default"]
             expected = 1.0 + generator.up(torch.nn.functional.silu(generator.down(pooled)))
             torch.testing.assert_close(vectors[index]["q"], expected[:, :q_width], atol=1e-5, rtol=1e-5)
-    assert not para._context.deep  # the prompt pass's tensors are dropped after the pass
+    with torch.no_grad(), para.disable_adapter():
+        para(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
+    assert not para._context.deep  # the next pass replaces the prompt pass's tensors
 
 
 def test_per_head_vectors_share_one_multiplier_across_each_heads_channels():
@@ -168,6 +170,26 @@ def test_per_head_vectors_share_one_multiplier_across_each_heads_channels():
         assert layer["up"].unique().numel() > para.dims["up"] // 2  # up stays per channel
     saved = para.adapter_state_dict()["layers.0.up.weight"]
     assert saved.shape[0] == para.dims["q"] // head_dim * 2 + para.dims["v"] // head_dim * 2 + para.dims["up"]
+
+
+@pytest.mark.parametrize("variant", ["deep", "residual", "everything"])
+def test_a_variant_trains_under_gradient_checkpointing(variant):
+    """Checkpointing runs each layer again in the backward; the vectors must be recomputed from the same inputs."""
+    para = variant_model("llama", VARIANTS[variant])
+    para.base_model.gradient_checkpointing_enable()
+    para.train()
+    para.layers.requires_grad_(True)
+    ids = torch.tensor([prompts([9])[0].tolist()])
+    labels = ids.clone()
+    labels[0, :5] = -100
+    para(input_ids=ids, labels=labels).loss.backward()
+    grads = [p.grad for p in para.layers.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_per_head_vectors_need_an_attention_target():
+    with pytest.raises(ValueError, match="granularity 'head' needs an attention target"):
+        ParaConfig(granularity="head", targets=["up"])
 
 
 def test_unload_restores_every_wrapped_module():

@@ -132,8 +132,9 @@ def variant_section(runs: list[dict]) -> list[str]:
     if not names:
         return []
     tasks = [t for t in TASK_ORDER if any(r["task"] == t for r in runs if r["stage"] == "variants")]
-    lines = ["", "Variants (budget-matched to PARA r=12; seed 0 at the rate the sweep chose for the method each",
-             "builds on; in brackets the difference to that method's seed-0 run at the same rate, ×100):", "",
+    lines = ["", "Variants (budget-matched to the paper's PARA; seed 0 at the variant's chosen rate: the one the sweep",
+             "chose for the method it builds on, or its own best when it was screened at several; in brackets the",
+             "difference to that method's seed-0 run at its chosen rate, ×100):", "",
              "| variant | settings | r | params | " + " | ".join(tasks) + " |", "|---|---|---|---|" + "---|" * len(tasks)]
     for name in names:
         cells, example = [], None
@@ -186,7 +187,7 @@ def variant_chart(runs: list[dict], path: Path) -> None:
     axis.axhline(0, color="black", linewidth=0.8)
     axis.set_xticks(range(len(tasks)), tasks)
     axis.set_ylabel("dev metric ×100, seed 0: variant − its base method")
-    axis.set_title("PARA-family variants and LoRA on q,v,up against PARA / LoRA q,v (same rate, same seed)")
+    axis.set_title("PARA-family variants and LoRA on q,v,up against PARA / LoRA q,v (seed 0, chosen rates)")
     axis.legend(ncols=4, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

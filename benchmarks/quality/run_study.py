@@ -53,7 +53,8 @@ SCHEDULE = {
               "minutes": 7},
 }
 # PARA-family variants (method names start with "para") and stronger baselines, as `para train` flags; each
-# is budget-matched to the paper's PARA at --rank (`--budget-match` lowers or raises its r).
+# is budget-matched to the paper's PARA at --rank (`--budget-match` lowers or raises its r). para-deep20 and
+# para-upper name layers of the default 30-layer backbone (SmolLM2-135M): another --model needs its own.
 VARIANTS = {
     "para-static": {"method": "para", "variant": {"static_bias": True}, "flags": ["--static-bias"]},
     "para-k": {"method": "para", "variant": {"targets": ["q", "k", "v", "up"]}, "flags": ["--targets", "q,k,v,up"]},
@@ -212,11 +213,11 @@ class Study:
         jobs = []
         for name in names:  # tasks interleaved: runs of one long task alone would not fit beside each other
             for task in self.args.variant_tasks:
-                lr = self.best_lr(task, VARIANTS[name]["method"])
-                if lr is None:
-                    raise SystemExit(f"the {VARIANTS[name]['method']} sweep on {task} is not recorded; run it first")
-                jobs += [{"stage": "variants", "task": task, "method": name, "seed": 0, "lr": rate}
-                         for rate in (self.args.variant_lrs or [lr])]
+                rates = self.args.variant_lrs or [self.best_lr(task, VARIANTS[name]["method"])]
+                if rates == [None]:
+                    raise SystemExit(f"the {VARIANTS[name]['method']} sweep on {task} is not recorded; run it first "
+                                     "(or give --variant-lrs)")
+                jobs += [{"stage": "variants", "task": task, "method": name, "seed": 0, "lr": rate} for rate in rates]
         return jobs
 
     def seed_jobs(self, names: list[str]) -> list[dict]:
@@ -225,9 +226,9 @@ class Study:
         for name in names:
             for task in self.args.variant_tasks:
                 lr = self.variant_lr(task, name)
-                if lr is not None:
-                    jobs += [{"stage": "variants", "task": task, "method": name, "seed": s, "lr": lr}
-                             for s in self.args.seeds if s != 0]
+                first = {"stage": "variants", "task": task, "method": name, "seed": 0, "lr": lr}
+                if lr is not None and self.done(first):  # the seed-0 run at that rate has been recorded
+                    jobs += [{**first, "seed": s} for s in self.args.seeds if s != 0]
         return jobs
 
     def variant_finalists(self) -> list[str] | None:

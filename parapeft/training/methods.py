@@ -90,7 +90,10 @@ def match_budget(config, method: str, target: int, pooler: str = "mean", max_ran
     # Counts grow linearly in the rank, so two probes give the slope; check the neighbours for the closest.
     one, two = count(1), count(2)
     slope, offset = two - one, one - (two - one)
-    guess = max(1, min(max_rank, round((target - offset) / slope)))
+    needed = round((target - offset) / slope)
+    if needed > max_rank:
+        raise ValueError(f"matching {target:,} parameters needs {method} r = {needed}, above the limit of {max_rank}")
+    guess = max(1, needed)
     candidates = {r: count(r) for r in {max(1, guess - 1), guess, min(max_rank, guess + 1)}}
     rank = min(candidates, key=lambda r: (abs(candidates[r] - target), r))
     return rank, candidates[rank]

@@ -180,7 +180,8 @@ def train(args: TrainArgs) -> dict:
     if args.method != "para" and args.pooler != "mean":
         raise ValueError("--pooler applies to PARA only")
     if args.method != "para" and para_form(args):
-        raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in para_form(args))} apply to PARA only")
+        flags = [{"layers_to_transform": "layers"}.get(k, k).replace("_", "-") for k in para_form(args)]
+        raise ValueError(f"--{'/--'.join(flags)} apply to PARA only")
     if args.method == "ia3" and (args.up_lr_ratio != 1.0 or args.down_init_scale != 1.0):
         raise ValueError("--up-lr-ratio and --down-init-scale apply to PARA, LoRA and DoRA (IA3 has one vector)")
     out = Path(args.out)

@@ -61,7 +61,8 @@ def check_servable(config: ParaConfig, source: str) -> None:
     if variant:
         listed = ", ".join(f"{key}={value!r}" for key, value in variant.items())
         raise AdapterLoadError(f"adapter {source} is a PARA variant the engine does not serve ({listed}); the engine "
-                               "serves the paper's form (targets q, v, up; no static bias; linear scale; normed input)")
+                               "serves the paper's form (targets q, v, up; no static bias; linear scale; normed input; per-channel "
+                               "vectors; each layer pools its own input)")
 
 
 class ParaAdapters(RowAdapters):
