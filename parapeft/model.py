@@ -19,6 +19,10 @@ from .peft_surface import PeftCompatible
 BASE_ADAPTER = "__base__"  # per-row adapter name meaning "no adapter" (the name HF peft uses too)
 
 
+class _PromptPassDone(Exception):
+    """Ends the frozen prompt pass of pooling from deeper once the deepest layer it reads has its input."""
+
+
 def read_adapter_config(adapter_dir: str | Path) -> ParaConfig:
     try:
         return ParaConfig.load(adapter_dir)
@@ -143,26 +147,41 @@ class ParaModel(PeftCompatible):
         return None
 
     def _probe(self, input_ids, inputs_embeds, attention_mask, position_ids) -> None:
-        """For adapters that pool from deeper (``pool_layer``): the frozen backbone's pass over the prompt, keeping
-        the inputs of the layers they read (normalised by that layer's input norm, or the residual stream)."""
+        """For adapters that pool from deeper (``pool_layer``): the frozen backbone's pass over the prompt, up to
+        the deepest layer they read, keeping those layers' inputs (normalised by the layer's input norm, or the
+        residual stream itself)."""
         ctx = self._context
         wanted = set().union(*(layer.inputs_read(ctx.names) for layer in self.layers))
         deep = sorted(key for key in wanted if key.startswith("layer"))
         ctx.deep = {}
         if not deep or ctx.mode in (None, DECODE):
             return
+        layers = decoder_layers(self.base_model)
+        needed = {int(key.removeprefix("layer").split(":")[0]) for key in deep}
+        inputs: dict[int, torch.Tensor] = {}
+
+        def keep(index: int):
+            def hook(module, args, kwargs):
+                inputs[index] = args[0] if args else kwargs["hidden_states"]
+                if index == max(needed):
+                    raise _PromptPassDone  # the layers above are not needed
+            return hook
+
+        hooks = [layers[index].register_forward_pre_hook(keep(index), with_kwargs=True) for index in needed]
         mode, ctx.mode = ctx.mode, BARE
         try:
             with torch.no_grad():
-                out = self.base_model.model(input_ids=input_ids, inputs_embeds=inputs_embeds,
-                                            attention_mask=attention_mask, position_ids=position_ids,
-                                            output_hidden_states=True, use_cache=False)
+                self.base_model.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                      position_ids=position_ids, use_cache=False)
+        except _PromptPassDone:
+            pass
         finally:
             ctx.mode = mode
-        layers = decoder_layers(self.base_model)
+            for hook in hooks:
+                hook.remove()
         for key in deep:
             index, kind = key.removeprefix("layer").split(":")
-            hidden = out.hidden_states[int(index)]  # the input of layer `index` (0: the embeddings)
+            hidden = inputs[int(index)]
             with torch.no_grad():
                 ctx.deep[key] = layers[int(index)].input_layernorm(hidden) if kind == "normed" else hidden
 
