@@ -126,11 +126,8 @@ class LayerGenerators(nn.Module):
         generator = VectorGenerator(self.hidden, self.widths, config, self.head_dim)
         self.adapters[name] = generator.to(device=device, dtype=torch.float32)
 
-    def reads(self, names: list[str], generator_input: str) -> bool:
-        """Whether an adapter of ``names`` present in this layer pools ``generator_input``."""
-        return any(n in self.adapters and self.adapters[n].generator_input == generator_input for n in names)
-
     def inputs_read(self, names: list[str]) -> set[str]:
+        """The generator inputs (``normed``, ``residual``, ``layer<L>:...``) the adapters of ``names`` here pool."""
         return {self.adapters[n].generator_input for n in names if n in self.adapters}
 
     def vectors(

@@ -66,7 +66,7 @@ class ParaLayer:
     def keep_residual(self, hidden_states: torch.Tensor) -> None:
         """Called before the decoder layer runs: keep its input when an adapter of the pass pools it."""
         ctx = self.context
-        wanted = ctx.mode not in (None, DECODE, BARE) and self.generators.reads(ctx.names, "residual")
+        wanted = ctx.mode not in (None, DECODE, BARE) and "residual" in self.generators.inputs_read(ctx.names)
         self.residual = hidden_states if wanted else None
 
     def observe(self, x: torch.Tensor) -> None:

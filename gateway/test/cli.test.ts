@@ -84,6 +84,14 @@ describe('para serve', () => {
 });
 
 describe('para chat, bench, admin against it', () => {
+  it('admin and bench without an operator key say where to find one', async () => {
+    for (const args of [['admin', 'usage', '--url', serve.url], ['bench', '--url', serve.url, '--requests', '1']]) {
+      const run = await runCli(args);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('no operator key: pass --key KEY or set PARA_OPERATOR_KEY');
+    }
+  });
+
   it('chat --message prints the same answer as the gateway gives unstreamed and greedy', async () => {
     const key = serve.tenantKeys.globex!;
     const messages = [{ role: 'user', content: 'the cat sat on the mat' }];

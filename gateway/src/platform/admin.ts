@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ParaApiError, ParaClient } from '../index.js';
-import { CliError, type Command, DEFAULT_URL, UsageError, explainFetchError, optionalIntFlag, parseCommand, urlFlag } from './args.js';
+import { CliError, type Command, DEFAULT_URL, UsageError, explainFetchError, operatorKey, optionalIntFlag, parseCommand, urlFlag } from './args.js';
 
 const usage = `Usage: para admin <command> [options]
 
@@ -155,8 +155,7 @@ export const adminCommand: Command = {
     const stray = (['rpm', 'tpm', 'tenant'] as const).filter((f) => opts[f] !== undefined && !action.flags.includes(f));
     if (opts.shared && !action.flags.includes('shared')) stray.push('shared' as never);
     if (stray.length) throw new UsageError(`admin ${name} does not take --${stray.join(', --')}`);
-    const key = opts.key ?? process.env.PARA_OPERATOR_KEY;
-    if (!key) throw new CliError('no operator key: pass --key KEY or set PARA_OPERATOR_KEY (para serve prints it)');
+    const key = operatorKey(opts.key);
     try {
       const result = await action.run(new ParaClient({ baseUrl: opts.url, apiKey: key }), args, opts);
       process.stdout.write(opts.json ? `${JSON.stringify(result.json, null, 2)}\n` : result.text);

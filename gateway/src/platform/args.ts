@@ -78,6 +78,13 @@ export const urlFlag = (fallback: string) =>
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
 
+/** The operator key from --key or PARA_OPERATOR_KEY; neither is a CliError saying where to find one. */
+export function operatorKey(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  const key = flag ?? env.PARA_OPERATOR_KEY;
+  if (!key) throw new CliError('no operator key: pass --key KEY or set PARA_OPERATOR_KEY (para serve prints it)');
+  return key;
+}
+
 /** The text of an error, for messages. */
 export const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 

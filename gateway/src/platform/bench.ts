@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, platform, release } from 'node:os';
 import { z } from 'zod';
 import { ParaApiError, ParaClient, type Summary, summarize } from '../index.js';
-import { CliError, type Command, DEFAULT_URL, explainFetchError, intFlag, parseCommand, urlFlag } from './args.js';
+import { CliError, type Command, DEFAULT_URL, explainFetchError, intFlag, operatorKey, parseCommand, urlFlag } from './args.js';
 import { streamChat } from './stream.js';
 
 const usage = `Usage: para bench [options]
@@ -178,8 +178,7 @@ export const benchCommand: Command = {
     const parsed = parseCommand(argv, options, schema, usage);
     if (!parsed) return 0; // --help: the usage is printed
     const opts = parsed.values;
-    const key = opts.key ?? process.env.PARA_OPERATOR_KEY;
-    if (!key) throw new CliError('no operator key: pass --key KEY or set PARA_OPERATOR_KEY (para serve prints it)');
+    const key = operatorKey(opts.key);
     const admin = new ParaClient({ baseUrl: opts.url, apiKey: key });
     try {
       const tenants = await prepareTenants(admin, opts.tenants);
