@@ -13,7 +13,8 @@ Stages, scheduled as soon as their inputs exist:
             --variant-tasks, budget-matched to the paper's PARA: seed 0 at the rate the sweep chose for the
             paper's PARA (for a LoRA variant: for LoRA) on that task, or at every rate of --variant-lrs; a
             LoRA variant then gets the other seeds at its rate, and once every screened run has finished the
-            --variant-finalists best PARA variants get them too
+            --variant-finalists best PARA variants get them too; the finalists and the LoRA variants also
+            run on --finalist-tasks (all seeds), so the best variants are compared on every task
 Each run trains with dev evaluation (a fixed subset) to keep its best checkpoint, then scores that
 checkpoint on the whole dev split with `para eval`. Finished runs are recorded in --results
 (one object per run) and skipped when the script is started again, so an interrupted study resumes.
@@ -193,7 +194,9 @@ class Study:
             jobs += [{"stage": "sweep", "task": t, "method": m, "seed": 0, "lr": lr}
                      for t in a.tasks for m in a.methods for lr in a.lrs]
         if "variants" in a.stages:
-            jobs += self.screen_jobs(a.variants)
+            jobs += self.screen_jobs(a.variants, a.variant_tasks)
+            baselines = [n for n in a.variants if VARIANTS[n]["method"] != "para"]
+            jobs += self.screen_jobs(baselines, a.finalist_tasks) + self.seed_jobs(baselines, a.finalist_tasks)
         return jobs
 
     def variant_lr(self, task: str, name: str) -> float | None:
@@ -208,11 +211,11 @@ class Study:
             return None
         return max(rows, key=lambda r: (r["dev_metric"], -r["lr"]))["lr"]
 
-    def screen_jobs(self, names: list[str]) -> list[dict]:
+    def screen_jobs(self, names: list[str], tasks: list[str]) -> list[dict]:
         """Seed-0 runs of each variant: at every rate of --variant-lrs, or at the base method's chosen rate."""
         jobs = []
         for name in names:  # tasks interleaved: runs of one long task alone would not fit beside each other
-            for task in self.args.variant_tasks:
+            for task in tasks:
                 rates = self.args.variant_lrs or [self.best_lr(task, VARIANTS[name]["method"])]
                 if rates == [None]:
                     raise SystemExit(f"the {VARIANTS[name]['method']} sweep on {task} is not recorded; run it first "
@@ -220,14 +223,15 @@ class Study:
                 jobs += [{"stage": "variants", "task": task, "method": name, "seed": 0, "lr": rate} for rate in rates]
         return jobs
 
-    def seed_jobs(self, names: list[str]) -> list[dict]:
-        """The other seeds of each variant on every task whose rate is decided."""
+    def seed_jobs(self, names: list[str], tasks: list[str]) -> list[dict]:
+        """The other seeds of each variant on every task of ``tasks`` whose rate is decided: at once when the
+        rate is the base method's, after the seed-0 runs of --variant-lrs when it is the variant's own."""
         jobs = []
         for name in names:
-            for task in self.args.variant_tasks:
+            for task in tasks:
                 lr = self.variant_lr(task, name)
                 first = {"stage": "variants", "task": task, "method": name, "seed": 0, "lr": lr}
-                if lr is not None and self.done(first):  # the seed-0 run at that rate has been recorded
+                if lr is not None and (not self.args.variant_lrs or self.done(first)):
                     jobs += [{**first, "seed": s} for s in self.args.seeds if s != 0]
         return jobs
 
@@ -260,7 +264,10 @@ class Study:
             # A LoRA variant (a baseline) gets its seeds as soon as its rate is decided; PARA variants wait for
             # the whole screen, and only the finalists get them.
             baselines = [n for n in a.variants if VARIANTS[n]["method"] != "para"]
-            return self.seed_jobs(baselines + (self.variant_finalists() or []))
+            finalists = self.variant_finalists() or []
+            return (self.seed_jobs(baselines + finalists, a.variant_tasks)
+                    + self.screen_jobs(finalists, a.finalist_tasks)
+                    + self.seed_jobs(baselines + finalists, a.finalist_tasks))
         if finished["stage"] != "sweep":
             return []
         lr = self.best_lr(finished["task"], finished["method"])
@@ -351,8 +358,11 @@ def main() -> None:
     parser.add_argument("--variant-lrs", nargs="+", type=float, default=None,
                         help="screen every variant at each of these rates (seed 0) and run its seeds at its own best; "
                         "default: the rate the sweep chose for the method it builds on")
-    parser.add_argument("--variant-finalists", type=int, default=2,
-                        help="PARA variants that get the other seeds after the screen")
+    parser.add_argument("--variant-finalists", type=int, default=1,
+                        help="PARA variants that get the other seeds after the screen, and run on --finalist-tasks")
+    parser.add_argument("--finalist-tasks", nargs="*", default=["gsm8k", "spider"],
+                        help="tasks beyond --variant-tasks on which the finalists and the LoRA variants run "
+                        "(every seed); the flag alone: none")
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=8,
                         help="runs at once, sharing the GPUs (8 fit on one H200 with the response-only loss)")
