@@ -271,10 +271,22 @@ def train(args: TrainArgs) -> dict:
                "metric_name": select_metric, "dev_metric": run_log.best_metric, "best_step": run_log.best_step,
                "steps": total_steps, "wall_s": round(time.perf_counter() - started, 1)}
     if run_log.stopped_early:
-        return {**summary, "stopped_at_step": trainer.state.global_step}
-    if is_main:
+        summary["stopped_at_step"] = trainer.state.global_step
+    elif is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         from .curves import plot_curves
 
         plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"{args.method} on {args.task} ({args.model})")
+    leave_process_group()
     return summary
+
+
+def leave_process_group() -> None:
+    """In a multi-process run, wait for the main process's writes, then leave the process group: a process
+    that exits with the group alive can abort in gloo's teardown ("terminate called without an active
+    exception") and fail the launcher although its training finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
