@@ -176,6 +176,8 @@ def test_unsupported_architecture_and_impossible_settings_are_refused():
         Engine(tiny_para("llama"), max_len=64, kv_tokens=32)
     with pytest.raises(ConfigError, match="either a config or options"):
         Engine(tiny_para("llama"), EngineConfig(), max_len=64)
+    with pytest.raises(ConfigError, match="prefill_graph_tokens"):
+        EngineConfig(prefill_graph_tokens=-1)
 
 
 @pytest.mark.slow

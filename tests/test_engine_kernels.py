@@ -389,3 +389,19 @@ def test_engine_with_triton_kernels_gives_each_request_its_reference_tokens():
     requests = [engine.submit(p, a, SamplingParams(max_tokens=6)) for p, a in zip(batch, adapters)]
     engine.run_until_done()
     assert [r.tokens for r in requests] == expected
+
+
+@interpreted
+def test_a_pass_padded_to_a_graph_bucket_equals_the_exact_pass_with_the_kernels(tmp_path):
+    """The padded pass a prefill graph replays, through the Triton kernels (attention tiles of the padding
+    prompt, the generator kernels' padding prompts), against the exact pass."""
+    from test_engine_prefill import padded_pass_equals_the_exact_pass
+
+    padded_pass_equals_the_exact_pass(fused=True, tmp=tmp_path)
+
+
+@interpreted
+def test_the_template_pass_of_a_prefill_graph_touches_only_scratch_with_the_kernels(tmp_path):
+    from test_engine_prefill import template_pass_touches_only_scratch
+
+    template_pass_touches_only_scratch(fused=True, tmp=tmp_path)

@@ -4,6 +4,7 @@ cache against contiguous attention and its block bookkeeping."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +12,10 @@ from transformers import DynamicCache
 
 from parapeft import BASE_ADAPTER, ParaConfig, get_para_model
 from parapeft.engine import Engine, SamplingParams
-from parapeft.engine.batch import attention_groups
+from parapeft.engine.batch import PrefillBucket, attention_groups
 from parapeft.engine.block_manager import BlockManager, OutOfBlocks
 from parapeft.engine.executor import SUPPORTED
+from parapeft.engine.graphs import PrefillGraphs
 from test_engine import peft_lora, prompts
 from tiny_models import randomize_adapter, tiny_model
 
@@ -92,6 +94,100 @@ def test_the_order_of_prompts_in_a_pass_changes_nothing():
         results.append(torch.stack([logits[requests[i].id] for i in range(4)]))
     for other in results[1:]:
         torch.testing.assert_close(other, results[0], atol=1e-5, rtol=1e-5)
+
+
+def padded_pass_equals_the_exact_pass(fused: bool, tmp: Path) -> None:
+    """A pass padded to a CUDA-graph bucket (padding tokens and prompts, LoRA's padding tiles) gives the exact
+    pass's logits, keys, values and PARA multipliers, and writes nothing outside its own rows and blocks but
+    the scratch row and block, whose multipliers stay exactly one. (The graphs replay on a GPU: engine_check.py.)"""
+    para = every_pooler_para("llama")
+    peft_lora("llama", tmp / "lora", rank=3, seed=2, targets=("q_proj", "v_proj", "up_proj"))
+    names = ["mean", "lo", "last", BASE_ADAPTER, "max"] + ([] if fused else ["attn"])  # attention pooling: PyTorch
+    texts = prompts([13, 17, 9, 4, 21, 6][:len(names)], seed=12)
+    results = []
+    for bucket in (None, PrefillBucket(tokens=96, prompts=9)):
+        engine = Engine(para, max_seqs=8, max_len=48, block_size=4, fused_kernels=fused)
+        engine.load_adapter("lo", tmp / "lora")
+        earlier = engine.submit(prompts([11], seed=3)[0], "mean", SamplingParams(max_tokens=8))
+        engine.step()
+        keys, values = engine.cache.keys.clone(), engine.cache.values.clone()
+        multipliers = engine.para.multipliers.clone()
+        requests = [engine.submit(p, n, SamplingParams(max_tokens=2)) for p, n in zip(texts, names)]
+        plan = engine.scheduler.schedule()
+        engine.cache.flush()
+        ordered = sorted(plan.prefill, key=lambda r: -len(r.prefill_tokens()))
+        batch = engine._prefill_batch(ordered, bucket)
+        if bucket is not None:
+            assert batch.tokens == 96 and len(batch.rows_host) == 9 and batch.tiles.shape[0] == bucket.tiles
+        logits = engine.executor.prefill(batch)[:batch.prompts]
+        scratch = engine.cache.scratch_row
+        assert torch.equal(engine.para.multipliers[:, scratch], torch.ones_like(engine.para.multipliers[:, scratch]))
+        mine = {b for r in requests for b in r.blocks} | {engine.cache.scratch_block}
+        others = [b for b in range(engine.cache.num_blocks) if b not in mine]
+        for now, before in ((engine.cache.keys, keys), (engine.cache.values, values)):  # bitwise: unwritten
+            assert torch.equal(now[:, others].view(torch.int32), before[:, others].view(torch.int32))  # memory may be NaN
+        untouched = [row for row in range(scratch) if row not in {r.row for r in requests}]
+        assert earlier.row in untouched
+        assert torch.equal(engine.para.multipliers[:, untouched], multipliers[:, untouched])
+        by_id = {r.id: row for r, row in zip(ordered, logits)}
+        results.append({
+            "logits": torch.stack([by_id[r.id] for r in requests]),
+            "multipliers": engine.para.multipliers[:, [r.row for r in requests]],
+            "cache": [cached(engine, r, layer) for r in requests for layer in range(len(engine.executor.layers))],
+            "lengths": engine.cache.seq_lens[[r.row for r in requests]]})
+    exact, padded = results
+    torch.testing.assert_close(padded["logits"], exact["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded["multipliers"], exact["multipliers"], atol=1e-6, rtol=1e-6)
+    assert torch.equal(padded["lengths"], exact["lengths"])
+    for (k1, v1), (k2, v2) in zip(padded["cache"], exact["cache"]):
+        torch.testing.assert_close(k1, k2, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v1, v2, atol=1e-5, rtol=1e-5)
+
+
+def template_pass_touches_only_scratch(fused: bool, tmp: Path) -> None:
+    """The passes a prefill graph is recorded from (Engine.capture_graphs: bare, PARA, LoRA and both) write
+    nothing but the scratch row and block, whose multipliers stay exactly one, while other sequences run."""
+    para = every_pooler_para("qwen3")
+    peft_lora("qwen3", tmp / "lora", rank=3, seed=2, targets=("q_proj", "k_proj", "down_proj"))
+    engine = Engine(para, max_seqs=2, max_len=40, block_size=4, fused_kernels=fused)  # every row running
+    engine.load_adapter("lo", tmp / "lora")
+    running = [engine.submit(p, n, SamplingParams(max_tokens=6)) for p, n in zip(prompts([9, 14], seed=4), ["mean", "max"])]
+    engine.step()
+    keys, values, multipliers = engine.cache.keys.clone(), engine.cache.values.clone(), engine.para.multipliers.clone()
+    lengths = engine.cache.seq_lens.clone()
+    assert engine.para.reserve_tables() and engine.lora.reserve_tables() == fused  # LoRA's template: its tiles
+    kinds = [engine.para, engine.lora] if fused else [engine.para]
+    for mix in ([], [engine.para], kinds[1:], kinds):
+        engine.executor.prefill(engine._template_batch(PrefillBucket(tokens=64, prompts=3), mix))
+    scratch, others = engine.cache.scratch_row, list(range(engine.cache.num_blocks))
+    assert torch.equal(engine.para.multipliers[:, scratch], torch.ones_like(engine.para.multipliers[:, scratch]))
+    assert torch.equal(engine.para.multipliers[:, :scratch], multipliers[:, :scratch])
+    assert torch.equal(engine.cache.seq_lens[:scratch], lengths[:scratch])
+    for now, before in ((engine.cache.keys, keys), (engine.cache.values, values)):
+        assert torch.equal(now[:, others].view(torch.int32), before[:, others].view(torch.int32))
+    engine.cache.seq_lens[scratch] = 0
+    engine.run_until_done()
+    assert all(len(r.tokens) == 6 for r in running)
+
+
+def test_the_template_pass_of_a_prefill_graph_touches_only_scratch(tmp_path):
+    template_pass_touches_only_scratch(fused=False, tmp=tmp_path)
+
+
+def test_a_pass_padded_to_a_graph_bucket_equals_the_exact_pass(tmp_path):
+    padded_pass_equals_the_exact_pass(fused=False, tmp=tmp_path)
+
+
+def test_prefill_buckets_keep_padding_small_and_refuse_what_does_not_fit():
+    engine = Engine(every_pooler_para("llama"), max_seqs=8, max_len=64)
+    graphs = PrefillGraphs(engine.executor, max_tokens=4096, max_prompts=8)
+    for tokens in range(1, 4097, 37):
+        bucket = graphs.bucket(tokens, 2)
+        assert bucket.tokens >= tokens and bucket.tokens - tokens < (128 if tokens <= 1024 else 256)
+        assert bucket.tiles >= -(-tokens // 64) + 2  # room for every real prompt's partial tile
+    assert graphs.bucket(4097, 1) is None  # longer passes run eagerly
+    assert graphs.bucket(128, 8) is not None and graphs.bucket(128, 9) is None  # one padding prompt always
+    assert PrefillGraphs(engine.executor, max_tokens=1000, max_prompts=8).buckets[-1].tokens == 896
 
 
 def test_attention_groups_cover_every_token_once_and_bound_padding():

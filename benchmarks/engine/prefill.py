@@ -44,7 +44,9 @@ def parse_args() -> argparse.Namespace:
                         help="tokens per packed pass")
     parser.add_argument("--prompt-tokens", type=int, nargs="+", default=[128, 512], help="tokens per prompt")
     parser.add_argument("--steps", type=int, default=8, help="timed passes per row")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed passes first (the first records the CUDA graph)")
+    parser.add_argument("--prefill-graph-tokens", type=int, default=EngineConfig().prefill_graph_tokens,
+                        help="passes of up to this many tokens replay from CUDA graphs on a GPU (0: every pass eager)")
     parser.add_argument("--peak-tflops", type=float, default=H200_BF16_FLOPS / 1e12,
                         help="dense BF16 peak for the compute floor, TFLOP/s (default: H200, 989)")
     add_output_arguments(parser, Path(__file__).with_name("prefill.json"), budget_s=170)
@@ -62,10 +64,11 @@ def prefill_flops(model, prompts: int, tokens: int) -> float:
     return prompts * (2 * tokens * layer_params + config.num_hidden_layers * attention + 2 * head)
 
 
-def build_engine(model, mode: str, prompts: int, length: int, lora_rank: int, tmp: Path) -> tuple[Engine, list[str]]:
+def build_engine(model, mode: str, prompts: int, length: int, lora_rank: int, graph_tokens: int,
+                 tmp: Path) -> tuple[Engine, list[str]]:
     config = EngineConfig(max_len=length + 1, max_seqs=prompts, kv_tokens=prompts * (length + 16),
                           max_step_tokens=prompts * length + prompts, device_adapters=max(prompts, 1),
-                          lora_rank=lora_rank if mode == "lora" else 0)
+                          lora_rank=lora_rank if mode == "lora" else 0, prefill_graph_tokens=graph_tokens)
     engine = Engine(model, config)
     names = [BASE_ADAPTER] * prompts
     if mode == "para":
@@ -122,12 +125,15 @@ def main() -> None:
                         log(budget, f"budget of {args.budget_s:.0f} s used up: skipping {shape} {mode} {prompts}×{length}")
                         continue
                     with tempfile.TemporaryDirectory(prefix="para-prefill-") as tmp:
-                        engine, names = build_engine(model, mode, prompts, length, lora_rank, Path(tmp))
+                        engine, names = build_engine(model, mode, prompts, length, lora_rank, args.prefill_graph_tokens,
+                                                     Path(tmp))
                         timing = time_prefill(engine, names, ids, args.steps, args.warmup, device)
+                        graphed = engine.prefill_graphs is not None and engine.prefill_graphs.replays > 0
                     del engine
                     ms = timing.pop("prefill_ms")
                     row = {"shape": shape, "mode": mode, "batch_size": prompts, "prompt_tokens": length,
                            "pass_tokens": prompts * length, "distinct_adapters": prompts if mode != "bare" else 0,
+                           "prefill_graph": graphed,
                            "prefill_ms": ms, **timing, "tokens_per_s": round(prompts * length / ms * 1000, 1),
                            "compute_floor_ms": prefill_flops(model, prompts, length) / (args.peak_tflops * 1e12) * 1000}
                     row["over_floor"] = round(ms / row["compute_floor_ms"], 3)

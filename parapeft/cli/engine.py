@@ -53,7 +53,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fused-kernels", dest="fused_kernels", action="store_const", const=False, default=None,
                    help="on a GPU, use the PyTorch operations instead of the Triton kernels")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_const", const=False, default=None,
-                   help="on a GPU, run the decoding step eagerly instead of replaying CUDA graphs")
+                   help="on a GPU, run the decoding step and prefill passes eagerly instead of replaying CUDA graphs")
+    p.add_argument("--prefill-graph-tokens", type=int, default=defaults.prefill_graph_tokens,
+                   help=helps["prefill_graph_tokens"])
     p.add_argument("--seed", type=int, default=defaults.seed, help=helps["seed"])
 
 
@@ -64,7 +66,8 @@ def engine_config(args: argparse.Namespace):
                         kv_memory=args.kv_memory, kv_tokens=args.kv_tokens, max_step_tokens=args.max_step_tokens,
                         prefill_wait_ms=args.prefill_wait_ms, prefill_batch_tokens=args.prefill_batch_tokens,
                         device_adapters=args.device_adapters, lora_rank=args.lora_rank,
-                        fused_kernels=args.fused_kernels, cuda_graphs=args.cuda_graphs, seed=args.seed)
+                        fused_kernels=args.fused_kernels, cuda_graphs=args.cuda_graphs,
+                        prefill_graph_tokens=args.prefill_graph_tokens, seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,6 +41,9 @@ class EngineConfig:
                 "device with Triton)"})
     cuda_graphs: bool | None = field(default=None, metadata={
         "help": "replay the decoding step from CUDA graphs, one per batch bucket (default: on a CUDA device)"})
+    prefill_graph_tokens: int = field(default=4096, metadata={
+        "help": "with cuda_graphs and the Triton kernels, packed prefill passes of up to this many tokens replay "
+                "from CUDA graphs (one per token bucket; small passes are bound by kernel launches); 0: none"})
     seed: int = field(default=0, metadata={"help": "seeds the random streams of requests that bring no seed"})
 
     def __post_init__(self) -> None:
@@ -59,6 +62,8 @@ class EngineConfig:
         if self.kv_tokens is not None and self.kv_tokens < self.max_len:
             raise ConfigError(f"kv_tokens ({self.kv_tokens}) must hold at least one sequence of max_len "
                               f"({self.max_len})")
+        if not isinstance(self.prefill_graph_tokens, int) or self.prefill_graph_tokens < 0:
+            raise ConfigError(f"prefill_graph_tokens must be a non-negative integer, got {self.prefill_graph_tokens!r}")
         if self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be >= 0, got {self.lora_rank}")
 

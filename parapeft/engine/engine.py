@@ -8,6 +8,7 @@ results to the host once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -23,13 +24,13 @@ from ..config import CONFIG_NAME, ParaConfig
 from ..model import BASE_ADAPTER, ParaModel
 from .adapters import LoraAdapters, ParaAdapters, RowAdapters, check_adapter_name
 from .adapters.lora import read_lora
-from .batch import DecodeBatch, build_prefill, to_device
+from .batch import DecodeBatch, PrefillBatch, PrefillBucket, build_prefill, to_device
 from .block_manager import BlockManager
 from .config import EngineConfig
 from .errors import AdapterExists, AdapterInUse, BadRequest, ConfigError, UnknownAdapter
 from .executor import Executor, plain
 from .grammar import Grammars
-from .graphs import DecodeGraphs
+from .graphs import DecodeGraphs, PrefillGraphs
 from .kv_cache import PagedKVCache
 from .sampler import BatchNeeds, Sampler
 from .sampling import SamplingParams
@@ -96,6 +97,9 @@ class Engine:
         self.sampler = Sampler(config.max_seqs, self.vocab, self.device)
         graphs = self.device.type == "cuda" if config.cuda_graphs is None else config.cuda_graphs
         self.graphs = DecodeGraphs(self.executor, config.max_seqs) if graphs else None
+        self.prefill_graphs = None
+        if graphs and self.executor.ops.name == "triton" and config.prefill_graph_tokens:
+            self.prefill_graphs = PrefillGraphs(self.executor, config.prefill_graph_tokens, config.max_seqs)
         generation = backbone.generation_config
         eos = generation.eos_token_id if generation is not None else None
         self.eos = eos_token_ids if eos_token_ids is not None else set(
@@ -246,11 +250,24 @@ class Engine:
             self.step()
 
     def capture_graphs(self, para: bool = True, lora: bool = False) -> int:
-        """Record the decoding step's CUDA graphs for every batch bucket now (else on first use)."""
+        """Record the CUDA graphs now (else each on first use): the decoding step's for every batch bucket, and
+        the prefill pass's for every token bucket, with PARA and LoRA prompts too where asked and an adapter
+        of the kind is registered. Returns how many graphs there are."""
         if self.graphs is None:
             return 0
         self.graphs.capture_all(para, lora)
-        return len(self.graphs.graphs)
+        count = len(self.graphs.graphs)
+        if self.prefill_graphs is not None:
+            kinds = [kind for kind, wanted in ((self.para, para), (self.lora, lora)) if wanted and kind.reserve_tables()]
+            mixes = [[kind for kind, chosen in zip(kinds, pick) if chosen]
+                     for pick in itertools.product((False, True), repeat=len(kinds))]
+            for bucket in reversed(self.prefill_graphs.buckets):  # largest first: the others fit in its pool
+                for mix in mixes:
+                    batch = self._template_batch(bucket, mix)
+                    self.prefill_graphs(batch, self.prefill_graphs.inputs(batch))
+            self.cache.seq_lens[self.cache.scratch_row] = 0
+            count += len(self.prefill_graphs.graphs)
+        return count
 
     # ------------------------------------------------------------------- loop
     @torch.no_grad()
@@ -298,18 +315,38 @@ class Engine:
         return touched
 
     def _prefill(self, ordered: list[Request]):
+        bucket = None
+        if self.prefill_graphs is not None:
+            bucket = self.prefill_graphs.bucket(sum(len(r.prefill_tokens()) for r in ordered), len(ordered))
+        batch = self._prefill_batch(ordered, bucket)
+        inputs = self.prefill_graphs.inputs(batch) if bucket is not None else None
+        logits = self.prefill_graphs(batch, inputs) if inputs is not None else self.executor.prefill(batch)
+        return logits[:batch.prompts], batch.rows[:batch.prompts]
+
+    def _prefill_batch(self, ordered: list[Request], bucket: PrefillBucket | None) -> PrefillBatch:
+        """The pass's batch (padded to ``bucket``), with every adapter kind's state prepared and rows assigned."""
         batch = build_prefill([(r.row, r.prefill_tokens(), len(r.prompt)) for r in ordered], self.cache, self.device,
-                              fused=self.executor.ops.name == "triton")
-        rows_host = batch.rows_host
+                              fused=self.executor.ops.name == "triton", bucket=bucket)
+        padding = [None] * (len(batch.rows_host) - len(ordered))
         for kind in self.kinds:
             names = [r.adapter if r.kind == kind.kind else None for r in ordered]
-            kind.prepare_prefill(batch, names)
-            kind.assign_rows(rows_host, names)
+            kind.prepare_prefill(batch, names + padding)
+            kind.assign_rows(batch.rows_host[:len(ordered)], names)
         batch.para = any(r.kind == "para" for r in ordered)
         batch.lora = any(r.kind == "lora" for r in ordered)
         for r in ordered:
             self.sampler.assign(r.row, r.sampling, r.seed, r.prompt, r.tokens)
-        return self.executor.prefill(batch), batch.rows
+        return batch
+
+    def _template_batch(self, bucket: PrefillBucket, kinds: list[RowAdapters]) -> PrefillBatch:
+        """A pass to record a prefill graph from: one token on the scratch row, so it writes only the scratch row
+        and block, with a state of each of ``kinds`` whose prompts all read its all-zero slot."""
+        batch = build_prefill([(self.cache.scratch_row, [0], 1)], self.cache, self.device,
+                              fused=self.executor.ops.name == "triton", bucket=bucket)
+        for kind in kinds:
+            kind.prepare_template(batch)
+        batch.para, batch.lora = self.para in kinds, self.lora in kinds
+        return batch
 
     def _decode(self, decoding: list[Request]):
         rows = to_device([r.row for r in decoding], self.device)  # the step's prefill pass may be queued already

@@ -130,6 +130,25 @@ class RowAdapters:
     def prepare_prefill(self, batch, names: list[str | None]) -> None:
         """Before a prefill pass: per-prompt adapter names of this kind (``None``: none of this kind)."""
 
+    def graph_inputs(self, batch) -> list[torch.Tensor] | None:
+        """The tensors of this kind's prefill state that the pass reads, for a CUDA graph to take as inputs;
+        None: the pass cannot be replayed from a graph (its shapes depend on the prompts)."""
+        return [] if self.kind not in batch.extras else None
+
+    def reserve_tables(self) -> bool:
+        """Make the device tables wide enough for every registered adapter (so that graphs recorded now read
+        the tables later passes use); whether this kind can then give a template state."""
+        return False
+
+    def prepare_template(self, batch) -> None:
+        """A prefill state with every prompt on this kind's all-zero slot: what a prefill graph is recorded
+        from (``reserve_tables`` said it can)."""
+        raise NotImplementedError
+
+    def graph_key(self, batch) -> tuple:
+        """What, besides the bucket, tells apart the graphs this kind's state needs."""
+        return (self.kind in batch.extras,)
+
     def after_norm(self, layer: int, x: torch.Tensor, batch) -> None:
         """Called with a layer's normalised attention input (PARA's generators read it)."""
 

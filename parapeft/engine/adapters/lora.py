@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ...adapter_io import AdapterLoadError, check_magnitude
+from ..batch import to_device
 from .base import RowAdapters, host_copy
 
 MODULES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
@@ -171,12 +172,35 @@ class LoraAdapters(RowAdapters):
         slots = self.acquire([names[i] for i in chosen])
         segments = [(batch.starts_host[i], batch.starts_host[i] + batch.lengths_host[i], slot)
                     for i, slot in zip(chosen, slots)]
+        batch.extras[self.kind] = self._prefill_state(batch, segments)
+
+    def _prefill_state(self, batch, segments: list[tuple[int, int, int]]) -> _PrefillState:
         tiles = None
         if self.fused:
-            from ..kernels.lora_sgmv import lora_tiles
+            from ..kernels.lora_sgmv import BLOCK_T, lora_tiles
 
-            tiles = torch.tensor(lora_tiles(segments), dtype=torch.int32).to(self.device)
-        batch.extras[self.kind] = _PrefillState(segments, tiles)
+            tiles = lora_tiles(segments)
+            if batch.bucket is not None:  # a graphed pass: as many tiles as the bucket can need, the rest empty
+                tiles += [(0, 0, self.none_slot)] * (batch.bucket.tokens // BLOCK_T + batch.bucket.prompts - len(tiles))
+            tiles = to_device(tiles, self.device, torch.int32).view(-1, 3)
+        return _PrefillState(segments, tiles)
+
+    def reserve_tables(self) -> bool:
+        if self.host:
+            self._tables(max(e.rank for e in self.host.values()), {t for e in self.host.values() for t in e.weights})
+        return self.fused and bool(self.a)
+
+    def prepare_template(self, batch) -> None:
+        batch.extras[self.kind] = self._prefill_state(batch, [])
+
+    def graph_inputs(self, batch) -> list[torch.Tensor] | None:
+        state: _PrefillState | None = batch.extras.get(self.kind)
+        if state is None:
+            return []
+        return None if state.tiles is None else [state.tiles]
+
+    def graph_key(self, batch) -> tuple:
+        return self.kind in batch.extras, self.version  # new tables (a larger rank, another target) move
 
     def add_delta(self, layer: int, target: str, x: torch.Tensor, out: torch.Tensor, batch) -> None:
         if target not in self.a:

@@ -18,6 +18,7 @@ from ...adapter_io import AdapterLoadError, check_compatible, check_magnitude, l
 from ...config import TARGETS, ParaConfig
 from ...generator import ACTIVATION_FUNCTIONS
 from ...model import adapter_shapes, read_adapter_config
+from ..batch import to_device
 from .base import RowAdapters, host_copy
 
 # The Triton generator kernels' codes (kernels/para_generator.py); attention pooling runs in PyTorch.
@@ -153,6 +154,11 @@ class ParaAdapters(RowAdapters):
             self.scorer = torch.zeros(layers, self.capacity + 1, hidden, **f32)
         self.down, self.up, self.rank = down, up, rank
 
+    def reserve_tables(self) -> bool:
+        if self.host:
+            self._tables(max(entry.config.r for entry in self.host.values()))
+        return self.rank > 0
+
     def _load(self, name: str, slot: int) -> None:
         entry = self.host[name]
         self._tables(entry.config.r)
@@ -179,39 +185,53 @@ class ParaAdapters(RowAdapters):
         if not chosen:
             return
         resident = dict(zip(chosen, self.acquire(chosen)))
-        slots = [resident[name] if name is not None else self.none_slot for name in names]
+        batch.extras[self.kind] = self._prefill_state(
+            batch, [resident[name] if name is not None else self.none_slot for name in names])
+
+    def prepare_template(self, batch) -> None:
+        batch.extras[self.kind] = self._prefill_state(batch, [self.none_slot] * len(batch.rows_host))
+
+    def _prefill_state(self, batch, slots: list[int]) -> _PrefillState:
         device = self.device
 
-        def groups(per_slot: list[str | None]) -> dict[str, torch.Tensor | None]:
+        def groups(per_slot: list[str | None], default: str) -> dict[str, torch.Tensor | None]:
             values = [per_slot[slot] if slot != self.none_slot else None for slot in slots]
-            kinds = sorted({v for v in values if v is not None})
+            kinds = sorted({v for v in values if v is not None}) or [default]
             values = [v if v is not None else kinds[0] for v in values]  # the zero slot gives 0 under any kind
             if len(kinds) == 1:
                 return {kinds[0]: None}
             return {k: torch.tensor([v == k for v in values], device=device).unsqueeze(1) for k in kinds}
 
-        pools, lengths = batch.pool_lens_host, batch.lengths_host
-        segment = torch.repeat_interleave(torch.arange(len(names), device=device), batch.lengths,
-                                          output_size=batch.tokens)
+        pools, lengths, segment = batch.pool_lens_host, batch.lengths_host, batch.segment
+        poolers = [POOLER_CODES.get(self.slot_pooler[s], 0) if s != self.none_slot else 0 for s in slots]
+        activations = [ACTIVATION_CODES[self.slot_activation[s]] if s != self.none_slot else 0 for s in slots]
+        last = [start + pool - 1 for start, pool in zip(batch.starts_host, pools)]
+        # One copy from pinned memory for every per-prompt value (a copy from pageable memory waits for the GPU)
+        slot_tensor, pool_tensor, pooler_codes, activation_codes, last_tensor = to_device(
+            [slots, pools, poolers, activations, last], device).unbind(0)
         pooled = None
-        if pools != lengths:  # re-run tokens after a preemption: only each prompt's own positions are pooled
-            pool_tensor = torch.tensor(pools, device=device)
+        if pools != lengths:  # re-run tokens after a preemption (or a bucket's padding): pool own positions only
             pooled = (batch.positions < pool_tensor.index_select(0, segment)).unsqueeze(1)
-        slot_tensor = torch.tensor(slots, device=device)
         kinds = {self.slot_pooler[s] for s in slots if s != self.none_slot}
         kernel = None
         if self.fused and kinds <= set(POOLER_CODES):
-            def codes(per_slot, table):
-                return torch.tensor([table[per_slot[s]] if s != self.none_slot else 0 for s in slots], device=device)
-
-            kernel = {"starts": batch.starts, "pooled": torch.tensor(pools, device=device),
-                      "poolers": codes(self.slot_pooler, POOLER_CODES),
-                      "activations": codes(self.slot_activation, ACTIVATION_CODES), "slots": slot_tensor}
-        batch.extras[self.kind] = _PrefillState(
+            kernel = {"starts": batch.starts, "pooled": pool_tensor, "poolers": pooler_codes,
+                      "activations": activation_codes, "slots": slot_tensor}
+        return _PrefillState(
             rows=batch.rows, slots=slot_tensor, segment=segment, pooled=pooled,
-            counts=torch.tensor(pools, dtype=torch.float32, device=device).unsqueeze(1),
-            last=torch.tensor([start + pool - 1 for start, pool in zip(batch.starts_host, pools)], device=device),
-            poolers=groups(self.slot_pooler), activations=groups(self.slot_activation), kernel=kernel)
+            counts=pool_tensor.float().unsqueeze(1), last=last_tensor,
+            poolers=groups(self.slot_pooler, "mean"), activations=groups(self.slot_activation, "silu"), kernel=kernel)
+
+    def graph_inputs(self, batch) -> list[torch.Tensor] | None:
+        state: _PrefillState | None = batch.extras.get(self.kind)
+        if state is None:
+            return []
+        if state.kernel is None:  # attention pooling runs the PyTorch code, whose shapes vary
+            return None
+        return [state.rows, state.slots, *state.kernel.values()]
+
+    def graph_key(self, batch) -> tuple:
+        return self.kind in batch.extras, self.rank  # a larger rank replaces the stacked tables
 
     def after_norm(self, layer: int, x: torch.Tensor, batch) -> None:
         state: _PrefillState | None = batch.extras.get(self.kind)

@@ -106,4 +106,5 @@ class TorchOps:
                                                     enable_gqa=k.shape[1] != heads)
             flat = result.transpose(1, 2).reshape(prompts * longest, heads * head_dim)
             out[group.start:group.end] = flat.index_select(0, group.out_index)
+        out[batch.groups[-1].end:].zero_()  # a bucket's padding tokens (none outside a graphed pass)
         return out
