@@ -69,6 +69,7 @@ VARIANTS = {
     "para-upper": {"method": "para", "variant": {"layers": "15-29"}, "flags": ["--layers", "15-29"]},
     "para-init05": {"method": "para", "variant": {"down_init_scale": 0.5}, "flags": ["--down-init-scale", "0.5"]},
     "para-uplr4": {"method": "para", "variant": {"up_lr_ratio": 4.0}, "flags": ["--up-lr-ratio", "4"]},
+    "para-wd01": {"method": "para", "variant": {"weight_decay": 0.1}, "flags": ["--weight-decay", "0.1"]},
     "lora-qvu": {"method": "lora", "variant": {"targets": ["q", "v", "up"]}, "flags": ["--targets", "q,v,up"]},
 }
 SMOKE = {"max_steps": 2, "train_limit": 8, "eval_limit": 4, "dev_limit": 4, "batch_size": 4}
