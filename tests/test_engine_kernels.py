@@ -405,3 +405,14 @@ def test_the_template_pass_of_a_prefill_graph_touches_only_scratch_with_the_kern
     from test_engine_prefill import template_pass_touches_only_scratch
 
     template_pass_touches_only_scratch(fused=True, tmp=tmp_path)
+
+
+@interpreted
+def test_a_pass_replays_from_a_graph_only_where_the_kernels_run_it_whole():
+    """Attention pooling runs PyTorch code whose shapes follow the prompts: such a pass is never padded to a
+    bucket (its padding tokens would be pooled into the scratch row)."""
+    from test_engine_prefill import every_pooler_para
+
+    engine = Engine(every_pooler_para("llama"), max_seqs=4, max_len=32, fused_kernels=True)
+    assert engine.para.graphable(["mean", None, "last", "max"]) and engine.lora.graphable(["lo", None])
+    assert not engine.para.graphable(["mean", "attn"])

@@ -188,6 +188,9 @@ def test_prefill_buckets_keep_padding_small_and_refuse_what_does_not_fit():
     assert graphs.bucket(4097, 1) is None  # longer passes run eagerly
     assert graphs.bucket(128, 8) is not None and graphs.bucket(128, 9) is None  # one padding prompt always
     assert PrefillGraphs(engine.executor, max_tokens=1000, max_prompts=8).buckets[-1].tokens == 896
+    # the PyTorch operations' passes are never graphed; a pass without adapters of a kind is, for that kind
+    assert engine.para.graphable([None, None]) and not engine.para.graphable(["mean", None])
+    assert engine.lora.graphable([None]) and not engine.lora.graphable(["lo"])
 
 
 def test_attention_groups_cover_every_token_once_and_bound_padding():

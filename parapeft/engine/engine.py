@@ -255,10 +255,11 @@ class Engine:
         of the kind is registered. Returns how many graphs there are."""
         if self.graphs is None:
             return 0
+        # the tables first: graphs hold their addresses, and widening them later would outdate the graphs
+        kinds = [kind for kind, wanted in ((self.para, para), (self.lora, lora)) if wanted and kind.reserve_tables()]
         self.graphs.capture_all(para, lora)
         count = len(self.graphs.graphs)
         if self.prefill_graphs is not None:
-            kinds = [kind for kind, wanted in ((self.para, para), (self.lora, lora)) if wanted and kind.reserve_tables()]
             mixes = [[kind for kind, chosen in zip(kinds, pick) if chosen]
                      for pick in itertools.product((False, True), repeat=len(kinds))]
             for bucket in reversed(self.prefill_graphs.buckets):  # largest first: the others fit in its pool
@@ -316,7 +317,8 @@ class Engine:
 
     def _prefill(self, ordered: list[Request]):
         bucket = None
-        if self.prefill_graphs is not None:
+        if self.prefill_graphs is not None and all(
+                kind.graphable([r.adapter if r.kind == kind.kind else None for r in ordered]) for kind in self.kinds):
             bucket = self.prefill_graphs.bucket(sum(len(r.prefill_tokens()) for r in ordered), len(ordered))
         batch = self._prefill_batch(ordered, bucket)
         inputs = self.prefill_graphs.inputs(batch) if bucket is not None else None

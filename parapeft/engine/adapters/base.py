@@ -135,6 +135,10 @@ class RowAdapters:
         None: the pass cannot be replayed from a graph (its shapes depend on the prompts)."""
         return [] if self.kind not in batch.extras else None
 
+    def graphable(self, names: list[str | None]) -> bool:
+        """Whether a prefill pass with these per-prompt adapters of this kind can replay from a CUDA graph."""
+        return all(name is None for name in names)
+
     def reserve_tables(self) -> bool:
         """Make the device tables wide enough for every registered adapter (so that graphs recorded now read
         the tables later passes use); whether this kind can then give a template state."""

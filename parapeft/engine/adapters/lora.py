@@ -199,8 +199,12 @@ class LoraAdapters(RowAdapters):
             return []
         return None if state.tiles is None else [state.tiles]
 
+    def graphable(self, names: list[str | None]) -> bool:
+        return self.fused or all(name is None for name in names)
+
     def graph_key(self, batch) -> tuple:
-        return self.kind in batch.extras, self.version  # new tables (a larger rank, another target) move
+        # new tables (a larger rank, another target) move, and only a pass with LoRA prompts reads them
+        return (True, self.version) if self.kind in batch.extras else (False,)
 
     def add_delta(self, layer: int, target: str, x: torch.Tensor, out: torch.Tensor, batch) -> None:
         if target not in self.a:

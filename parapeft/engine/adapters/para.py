@@ -42,14 +42,15 @@ class _PrefillState:
 
     rows: torch.Tensor  # [P] the prompts' sequence rows
     slots: torch.Tensor  # [P] their adapters' device slots (``capacity``: none)
-    segment: torch.Tensor  # [T] which prompt each packed token belongs to
-    pooled: torch.Tensor | None  # [T, 1] whether a token is pooled (None: all are; after a preemption not)
-    counts: torch.Tensor  # [P, 1] how many positions each prompt pools over
-    last: torch.Tensor  # [P] the packed index of each prompt's last pooled position
-    poolers: dict[str, torch.Tensor | None]  # pooler -> [P, 1] prompts using it (None: every prompt)
-    activations: dict[str, torch.Tensor | None]
-    # The Triton generator kernels' per-prompt inputs, when they serve this pass (no attention pooling)
+    # The Triton generator kernels' per-prompt inputs, when they serve this pass (no attention pooling);
+    # otherwise what the PyTorch generators read:
     kernel: dict[str, torch.Tensor] | None = None
+    segment: torch.Tensor | None = None  # [T] which prompt each packed token belongs to
+    pooled: torch.Tensor | None = None  # [T, 1] whether a token is pooled (None: all are; not after a preemption)
+    counts: torch.Tensor | None = None  # [P, 1] how many positions each prompt pools over
+    last: torch.Tensor | None = None  # [P] the packed index of each prompt's last pooled position
+    poolers: dict[str, torch.Tensor | None] | None = None  # pooler -> [P, 1] prompts using it (None: every prompt)
+    activations: dict[str, torch.Tensor | None] | None = None
 
 
 def check_servable(config: ParaConfig, source: str) -> None:
@@ -209,18 +210,18 @@ class ParaAdapters(RowAdapters):
         # One copy from pinned memory for every per-prompt value (a copy from pageable memory waits for the GPU)
         slot_tensor, pool_tensor, pooler_codes, activation_codes, last_tensor = to_device(
             [slots, pools, poolers, activations, last], device).unbind(0)
+        kinds = {self.slot_pooler[s] for s in slots if s != self.none_slot}
+        if self.fused and kinds <= set(POOLER_CODES):
+            return _PrefillState(rows=batch.rows, slots=slot_tensor, kernel={
+                "starts": batch.starts, "pooled": pool_tensor, "poolers": pooler_codes,
+                "activations": activation_codes, "slots": slot_tensor})
         pooled = None
         if pools != lengths:  # re-run tokens after a preemption (or a bucket's padding): pool own positions only
             pooled = (batch.positions < pool_tensor.index_select(0, segment)).unsqueeze(1)
-        kinds = {self.slot_pooler[s] for s in slots if s != self.none_slot}
-        kernel = None
-        if self.fused and kinds <= set(POOLER_CODES):
-            kernel = {"starts": batch.starts, "pooled": pool_tensor, "poolers": pooler_codes,
-                      "activations": activation_codes, "slots": slot_tensor}
         return _PrefillState(
             rows=batch.rows, slots=slot_tensor, segment=segment, pooled=pooled,
             counts=pool_tensor.float().unsqueeze(1), last=last_tensor,
-            poolers=groups(self.slot_pooler, "mean"), activations=groups(self.slot_activation, "silu"), kernel=kernel)
+            poolers=groups(self.slot_pooler, "mean"), activations=groups(self.slot_activation, "silu"))
 
     def graph_inputs(self, batch) -> list[torch.Tensor] | None:
         state: _PrefillState | None = batch.extras.get(self.kind)
@@ -230,8 +231,13 @@ class ParaAdapters(RowAdapters):
             return None
         return [state.rows, state.slots, *state.kernel.values()]
 
+    def graphable(self, names: list[str | None]) -> bool:
+        chosen = [name for name in names if name is not None]
+        return not chosen or self.fused and all(self.host[name].config.pooler in POOLER_CODES for name in chosen)
+
     def graph_key(self, batch) -> tuple:
-        return self.kind in batch.extras, self.rank  # a larger rank replaces the stacked tables
+        # a larger rank replaces the stacked tables, which only a pass with PARA prompts reads
+        return (True, self.rank) if self.kind in batch.extras else (False,)
 
     def after_norm(self, layer: int, x: torch.Tensor, batch) -> None:
         state: _PrefillState | None = batch.extras.get(self.kind)
