@@ -43,6 +43,7 @@ def served(tiny):
     """A worker on the tiny model: its stub, service and port."""
     para, tokenizer, _ = tiny
     service = EngineService(para, tokenizer, "tiny", EngineConfig(max_seqs=4, max_len=128))
+    assert service.capture_graphs() == 0  # none on a CPU; taking the engine's lock beside its loop must not block
     server, port = serve(service, 0)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield pb_grpc.EngineStub(channel), service, port

@@ -88,14 +88,15 @@ def run(args: argparse.Namespace) -> int:
     service = EngineService(model, tokenizer, args.model, config)
     for name, directory in named:
         service.load_adapter(name, directory)
+    graphs = service.capture_graphs()
     if args.metrics_port >= 0:
         service.metrics.serve(args.metrics_port, args.host)
     server, port = serve(service, args.port, args.host)
     engine = service.engine
     metrics = f", metrics on port {service.metrics.port}" if service.metrics.port else ""
     print(f"engine serving {args.model} on {args.host}:{port} ({device}, {config.max_seqs} sequences, KV cache "
-          f"{engine.cache.tokens} tokens, adapters: {', '.join(engine.adapter_names()) or 'none yet'}{metrics})",
-          flush=True)
+          f"{engine.cache.tokens} tokens, {graphs} CUDA graphs, adapters: "
+          f"{', '.join(engine.adapter_names()) or 'none yet'}{metrics})", flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

@@ -61,6 +61,14 @@ class EngineService:
         self.thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
         self.thread.start()
 
+    def capture_graphs(self) -> int:
+        """Record the CUDA graphs now, before the first request, so that none waits for a capture (a capture
+        synchronises the device and empties the allocator's cache): the decoding step's and the prefill pass's,
+        for the adapter kinds registered so far; anything else is recorded on first use. None on a CPU."""
+        with self.lock:  # the engine loop steps under this lock
+            engine = self.engine
+            return engine.capture_graphs(para=bool(engine.para.names()), lora=bool(engine.lora.names()))
+
     # --------------------------------------------------------------- requests
     def encode(self, prompt: str | None = None, chat: list[dict] | None = None, ids: list[int] | None = None) -> list[int]:
         if ids is not None:
