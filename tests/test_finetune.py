@@ -44,6 +44,9 @@ def test_training_lowers_the_loss_and_keeps_the_best_adapter(tiny_dir, tmp_path,
     curve = losses(tmp_path)
     assert len(curve) == 8
     assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, curve
+    # the trainer's own response loss ran (it counts the tokens trained on; the Trainer's default loss does not)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["tokens_per_s"] > 0 for r in records if "loss" in r)
     assert summary["trainable_params"] > 0 and summary["dev_metric"] is not None
     for name in ("best", "checkpoints/checkpoint-8", "curves.png", "summary.json", "run_config.json"):
         assert (tmp_path / name).exists(), name

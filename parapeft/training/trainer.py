@@ -102,6 +102,12 @@ class ResponseTrainer(Trainer):
         optimizer.up_side_split = True
         return optimizer
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:
+            raise ValueError("para train computes the response loss only; it has no outputs to return")
+        self.run_log.tokens += int(inputs["attention_mask"].sum())
+        return response_loss(model, inputs, para=self.para)
+
 
 def is_up_side(name: str) -> bool:
     """Whether a trainable parameter is on the output side of its adapter (PARA's ``up``, LoRA's ``lora_B``)."""
@@ -114,12 +120,6 @@ def scale_down_init(model: torch.nn.Module, scale: float) -> None:
         for name, param in model.named_parameters():
             if param.requires_grad and (".down.weight" in name or "lora_A" in name):
                 param.mul_(scale)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if return_outputs:
-            raise ValueError("para train computes the response loss only; it has no outputs to return")
-        self.run_log.tokens += int(inputs["attention_mask"].sum())
-        return response_loss(model, inputs, para=self.para)
 
 
 class EncodedExamples(torch.utils.data.Dataset):
