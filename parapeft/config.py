@@ -156,8 +156,7 @@ class ParaConfig:
 
     def variant(self) -> dict[str, Any]:
         """The settings in which this adapter departs from the paper's form (empty for the paper's PARA)."""
-        paper = PAPER_FORM
-        return {key: getattr(self, key) for key, value in paper.items() if getattr(self, key) != value}
+        return {key: getattr(self, key) for key, value in PAPER_FORM.items() if getattr(self, key) != value}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -9,7 +9,8 @@ every wrapper then multiplies its module's output (o_proj and down_proj: its
 input) by the multiplier of its row. Adapters that pool the residual stream
 instead read what a forward pre-hook on the decoder layer kept. Because the
 reader sees the layer input, the vectors of layer l already reflect the
-adjustments of the layers below.
+adjustments of the layers below (except with ``pool_layer``, where every
+generator reads one layer's input from a frozen pass of the backbone).
 """
 
 from __future__ import annotations

@@ -545,7 +545,8 @@ class ParaModel(PeftCompatible):
         self._context.deep = {}
 
     def last_vectors(self) -> list[dict[str, torch.Tensor] | None]:
-        """Per layer, the scales ``1 + l`` (one row per sequence) that the last ``forward`` applied."""
+        """Per layer, the multipliers (``1 + l``, or ``1 + form(l)`` under another ``scale_form``; one row per
+        sequence) that the last ``forward`` applied."""
         return [state.scales for state in self._para_layers()]
 
 

@@ -30,8 +30,8 @@ VARIANTS = {
     "tanh": dict(scale_form="tanh"),
     "sigmoid": dict(scale_form="sigmoid"),
     "residual": dict(generator_input="residual"),
-    "deep": dict(pool_layer=1),
-    "head": dict(granularity="head", targets=["q", "k", "v", "o", "up"]),  # every layer's generator reads the top layer's input from a frozen prompt pass
+    "deep": dict(pool_layer=1),  # every layer's generator reads the top layer's input from a frozen prompt pass
+    "head": dict(granularity="head", targets=["q", "k", "v", "o", "up"]),
     "everything": dict(targets=["q", "k", "v", "o", "up", "down"], static_bias=True, scale_form="tanh",
                        generator_input="residual"),
 }
@@ -64,10 +64,39 @@ def test_a_trained_variant_changes_the_output_through_its_targets(variant):
     assert set(scales[0]) == set(para.peft_config["default"].targets)
 
 
+@pytest.mark.parametrize("targets", [["k"], ["o"], ["down"]])
+def test_each_added_target_alone_changes_the_output(targets):
+    """k, the input of o_proj and the input of down_proj each act on their own (not only beside q, v, up)."""
+    para = variant_model("llama", dict(targets=targets), scale=1.0)
+    ids = torch.tensor([prompts([8])[0].tolist()])
+    with torch.no_grad():
+        adjusted = para(input_ids=ids).logits
+        with para.disable_adapter():
+            bare = para(input_ids=ids).logits
+    assert (adjusted - bare).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("form, offset", [("tanh", torch.tanh), ("sigmoid", lambda l: 2 * torch.sigmoid(l) - 1)])
+def test_a_bounded_scale_form_applies_its_function_to_the_generators_output(form, offset):
+    """The same generator weights under the linear form and a bounded one: layer 0 (whose input no adapter has
+    touched yet) gives 1 + l and 1 + form(l) from the same l."""
+    ids = torch.tensor([prompts([8])[0].tolist()])
+    vectors = {}
+    for name in ("linear", form):
+        para = variant_model("llama", dict(scale_form=name), seed=3, scale=1.0)
+        with torch.no_grad():
+            para(input_ids=ids)
+        vectors[name] = para.last_vectors()[0]
+    for target, linear in vectors["linear"].items():
+        assert (linear - 1).abs().max() > 1e-2, target  # l is not ~0, so the forms differ
+        torch.testing.assert_close(vectors[form][target], 1 + offset(linear - 1), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 def test_response_tokens_never_change_a_variants_vectors(arch, variant):
-    assert_vectors_ignore_the_response(variant_model(arch, VARIANTS[variant], pooler="max"))
+    vectors = assert_vectors_ignore_the_response(variant_model(arch, VARIANTS[variant], pooler="max"))
+    assert any((layer[t] - 1).abs().max() > 1e-3 for layer in vectors for t in layer), "adapter should adjust something"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -176,15 +205,22 @@ def test_per_head_vectors_share_one_multiplier_across_each_heads_channels():
 def test_a_variant_trains_under_gradient_checkpointing(variant):
     """Checkpointing runs each layer again in the backward; the vectors must be recomputed from the same inputs."""
     para = variant_model("llama", VARIANTS[variant])
-    para.base_model.gradient_checkpointing_enable()
     para.train()
     para.layers.requires_grad_(True)
     ids = torch.tensor([prompts([9])[0].tolist()])
     labels = ids.clone()
     labels[0, :5] = -100
-    para(input_ids=ids, labels=labels).loss.backward()
-    grads = [p.grad for p in para.layers.parameters() if p.requires_grad]
-    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    runs = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            para.base_model.gradient_checkpointing_enable()
+        para.zero_grad()
+        para(input_ids=ids, labels=labels).loss.backward()
+        runs.append([p.grad.clone() for p in para.layers.parameters() if p.requires_grad])
+    assert runs[1] and all(torch.isfinite(g).all() for g in runs[1])
+    assert any(g.abs().max() > 0 for g in runs[1])
+    for plain, recomputed in zip(*runs, strict=True):  # the same gradients as without checkpointing
+        torch.testing.assert_close(recomputed, plain, atol=1e-6, rtol=1e-5)
 
 
 def test_per_head_vectors_need_an_attention_target():
@@ -245,7 +281,9 @@ def test_up_side_learning_rate_ratio_and_down_init_scale():
         "q_proj", "v_proj", "up_proj"}
     para = attach(tiny_model("llama"), "para", 4, para_form={"static_bias": True})
     names = [n for n, p in para.named_parameters() if p.requires_grad]
-    assert {n for n in names if is_up_side(n)} == {n for n in names if ".up." in n} and any("bias" in n for n in names)
+    layers = para.base_model.config.num_hidden_layers
+    up_side = {n for n in names if n.endswith((".up.weight", ".up.bias"))}  # W_up and the static bias, per layer
+    assert len(up_side) == 2 * layers and {n for n in names if is_up_side(n)} == up_side
     before = {n: p.detach().clone() for n, p in para.named_parameters() if ".down." in n}
     scale_down_init(para, 0.5)
     for name, param in para.named_parameters():

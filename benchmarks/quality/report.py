@@ -14,6 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 METHOD_ORDER = ["base", "para", "lora", "dora", "ia3"]
+TASK_ORDER = ["copa", "boolq", "squad", "gsm8k", "spider"]
 
 
 def load(path: Path) -> list[dict]:
@@ -51,7 +52,7 @@ def cell(rows: list[dict]) -> str:
 
 
 def markdown(runs: list[dict]) -> str:
-    tasks = sorted({r["task"] for r in runs}, key=["copa", "boolq", "squad", "gsm8k", "spider"].index)
+    tasks = sorted({r["task"] for r in runs}, key=TASK_ORDER.index)
     methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
     any_run = runs[0]
     lines = [
@@ -103,7 +104,6 @@ def markdown(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-TASK_ORDER = ["copa", "boolq", "squad", "gsm8k", "spider"]
 
 
 def variant_names(runs: list[dict]) -> list[str]:
@@ -200,7 +200,7 @@ def chart(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({r["task"] for r in runs}, key=["copa", "boolq", "squad", "gsm8k", "spider"].index)
+    tasks = sorted({r["task"] for r in runs}, key=TASK_ORDER.index)
     methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
     width = 0.8 / len(methods)
     fig, axis = plt.subplots(figsize=(10, 4.5))

@@ -5,7 +5,8 @@ query and value projections (IA3 also the FFN up projection, as PARA does).
 ``targets`` changes what a method adapts: PARA's activations (see
 ``ParaConfig.targets``) or the projections LoRA / DoRA wrap (q, k, v, o, up,
 down, gate); ``para_form`` holds a PARA variant's other settings
-(``static_bias``, ``scale_form``, ``generator_input``).
+(``static_bias``, ``scale_form``, ``generator_input``, ``granularity``,
+``pool_layer``, ``layers_to_transform``).
 """
 
 from __future__ import annotations
