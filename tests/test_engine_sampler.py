@@ -16,9 +16,35 @@ VOCAB = 50
 def _setup(params: list[SamplingParams], prompts, outputs, seeds):
     sampler = Sampler(len(params) + 2, VOCAB, torch.device("cpu"))
     rows = torch.tensor([2 + i for i in range(len(params))])  # rows need not start at 0
-    for row, p, prompt, out, seed in zip(rows.tolist(), params, prompts, outputs, seeds):
-        sampler.assign(row, p, seed, prompt, out)
+    sampler.assign(list(zip(rows.tolist(), params, seeds, prompts, outputs)))
     return sampler, rows
+
+
+def test_rows_admitted_together_get_the_values_of_rows_admitted_one_by_one():
+    """One batched assignment writes every row's scalars and penalty tables as separate ones would, including
+    a row that held another request before (nothing of the old request survives)."""
+    params = [SamplingParams(temperature=0.7, top_p=0.9, top_k=5, seed=1, presence_penalty=0.5),
+              SamplingParams(),
+              SamplingParams(temperature=1.3, frequency_penalty=0.2, repetition_penalty=1.4, logit_bias={3: 2.0}),
+              SamplingParams(temperature=0.2, top_k=2, seed=2 ** 62 + 5)]
+    entries = [(3, params[0], 11, [1, 2], [4]), (0, params[1], 12, [5], []), (5, params[2], 13, [6, 7, 6], [8, 8]),
+               (2, params[3], 2 ** 62 + 5, [9], [])]
+    together, alone = Sampler(6, VOCAB, torch.device("cpu")), Sampler(6, VOCAB, torch.device("cpu"))
+    stale = SamplingParams(temperature=1.9, top_p=0.1, top_k=7, repetition_penalty=2.0, presence_penalty=1.0,
+                           logit_bias={1: -5.0})
+    for sampler in (together, alone):
+        sampler.assign([(0, stale, 99, [1, 1], [2, 2, 2])])  # row 0's previous request
+    together.assign(entries)
+    for entry in entries:
+        alone.assign([entry])
+    for name in ("temperature", "top_p", "top_k", "seed", "generated", "presence", "frequency", "repetition",
+                 "_counts", "_prompt_seen", "_bias"):
+        assert torch.equal(getattr(together, name), getattr(alone, name)), name
+    assert together.top_k[3] == 5 and together.seed[2] == 2 ** 62 + 5 and together.generated[5] == 2
+    assert together.top_p[1] == 1 and together.repetition[1] == 1 and together.temperature[1] == 0
+    # nothing of row 0's previous request is left: its bias, counts and prompt tokens are cleared
+    assert not together._bias[0].any() and not together._counts[0].any() and not together._prompt_seen[0].any()
+    assert together._bias[5, 3] == 2.0 and together._counts[5, 8] == 2 and together._prompt_seen[5, 6]
 
 
 def _reference_scores(logits, p: SamplingParams, prompt, out):

@@ -336,8 +336,7 @@ class Engine:
             kind.assign_rows(batch.rows_host[:len(ordered)], names)
         batch.para = any(r.kind == "para" for r in ordered)
         batch.lora = any(r.kind == "lora" for r in ordered)
-        for r in ordered:
-            self.sampler.assign(r.row, r.sampling, r.seed, r.prompt, r.tokens)
+        self.sampler.assign([(r.row, r.sampling, r.seed, r.prompt, r.tokens) for r in ordered])
         return batch
 
     def _template_batch(self, bucket: PrefillBucket, kinds: list[RowAdapters]) -> PrefillBatch:
@@ -371,7 +370,7 @@ class Engine:
             return True
         if request.recompute:  # the prefill rebuilt its cache; its next token is already known
             request.recompute = False
-            self.sampler.assign(request.row, request.sampling, request.seed, request.prompt, request.tokens)
+            self.sampler.assign([(request.row, request.sampling, request.seed, request.prompt, request.tokens)])
             self.cache.last_tokens[request.row] = request.tokens[-1]
             return False
         token = int(values[0])

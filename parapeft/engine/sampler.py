@@ -19,11 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .batch import to_device
 from .sampling import SamplingParams
 
 _M32 = 0xFFFFFFFF
 # Odd multipliers below 2^31, so products of 32-bit values stay inside int64 on every device.
 _MULTIPLIERS = (0x7FEB352D, 0x2C1B3C6D, 0x297A2D39)
+_FLOAT_FIELDS = ("temperature", "top_p", "presence", "frequency", "repetition")
+_INT_FIELDS = ("top_k", "seed", "generated")
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -64,15 +67,14 @@ class Sampler:
 
     def __init__(self, rows: int, vocab: int, device: torch.device):
         self.vocab, self.device = vocab, device
-        f32 = dict(dtype=torch.float32, device=device)
-        self.temperature = torch.zeros(rows + 1, **f32)
-        self.top_p = torch.ones(rows + 1, **f32)
-        self.top_k = torch.zeros(rows + 1, dtype=torch.int64, device=device)
-        self.seed = torch.zeros(rows + 1, dtype=torch.int64, device=device)
-        self.generated = torch.zeros(rows + 1, dtype=torch.int64, device=device)  # the random stream's counter
-        self.presence = torch.zeros(rows + 1, **f32)
-        self.frequency = torch.zeros(rows + 1, **f32)
-        self.repetition = torch.ones(rows + 1, **f32)
+        # The per-row scalars, as two tables (one per dtype) so that admitting any number of rows writes them in
+        # two copies; each field is a view of its table's row.
+        self._floats = torch.zeros(len(_FLOAT_FIELDS), rows + 1, dtype=torch.float32, device=device)
+        self._ints = torch.zeros(len(_INT_FIELDS), rows + 1, dtype=torch.int64, device=device)
+        self.temperature, self.top_p, self.presence, self.frequency, self.repetition = self._floats.unbind(0)
+        self.top_k, self.seed, self.generated = self._ints.unbind(0)  # generated: the random stream's counter
+        self.top_p.fill_(1.0)
+        self.repetition.fill_(1.0)
         self._rows = rows + 1
         # Dense per-row tables, made on first use: most workloads never pay for them.
         self._counts: torch.Tensor | None = None  # [rows, vocab] output-token counts (penalties)
@@ -80,26 +82,39 @@ class Sampler:
         self._bias: torch.Tensor | None = None  # [rows, vocab] logit_bias
 
     # ------------------------------------------------------------------ rows
-    def assign(self, row: int, params: SamplingParams, seed: int, prompt: list[int], generated: list[int]) -> None:
-        """Give ``row`` a request's values (at admission; ``generated`` is non-empty after a preemption)."""
-        values = {self.temperature: params.temperature, self.top_p: params.top_p, self.top_k: params.top_k,
-                  self.seed: seed & (2 ** 63 - 1), self.generated: len(generated),
-                  self.presence: params.presence_penalty, self.frequency: params.frequency_penalty,
-                  self.repetition: params.repetition_penalty}
-        for tensor, value in values.items():
-            tensor[row] = value
-        if params.penalised:
+    def assign(self, entries: list[tuple[int, SamplingParams, int, list[int], list[int]]]) -> None:
+        """Give rows their requests' values at admission: (row, params, seed, prompt, generated tokens) per row
+        (``generated`` is non-empty after a preemption). The scalars of every row reach the device in two copies
+        from pinned memory, whatever the count; only penalties and ``logit_bias`` add work per row."""
+        if not entries:
+            return
+        rows = [entry[0] for entry in entries]
+        floats = [[p.temperature, p.top_p, p.presence_penalty, p.frequency_penalty, p.repetition_penalty]
+                  for _, p, _, _, _ in entries]
+        ints = [[row, p.top_k, seed & (2 ** 63 - 1), len(generated)] for row, p, seed, _, generated in entries]
+        ints = to_device(ints, self.device).t()
+        index = ints[0]
+        self._floats.index_copy_(1, index, to_device(floats, self.device, torch.float32).t())
+        self._ints.index_copy_(1, index, ints[1:])
+        # A row's tables are cleared at admission (another request may have used the row), so a request without
+        # penalties or bias never sees its predecessor's in a batch where another row has them.
+        if self._counts is not None or any(p.penalised for _, p, _, _, _ in entries):
             counts, seen = self._penalty_tables()
-            counts[row] = torch.bincount(torch.tensor(generated, dtype=torch.int64), minlength=self.vocab).to(
-                counts.device, counts.dtype) if generated else 0
-            seen[row] = False
-            if prompt and params.repetition_penalty != 1.0:
-                seen[row, torch.tensor(prompt, device=self.device)] = True
-        if params.logit_bias:
-            bias = self._bias_table()
-            bias[row] = 0
-            ids = torch.tensor(list(params.logit_bias), device=self.device)
-            bias[row, ids] = torch.tensor(list(params.logit_bias.values()), dtype=torch.float32, device=self.device)
+            counts.index_fill_(0, index, 0)
+            seen.index_fill_(0, index, False)
+        if self._bias is not None or any(p.logit_bias for _, p, _, _, _ in entries):
+            self._bias_table().index_fill_(0, index, 0.0)
+        for row, params, _, prompt, generated in entries:
+            if params.penalised:
+                counts, seen = self._penalty_tables()
+                if generated:
+                    counts[row] = torch.bincount(torch.tensor(generated, dtype=torch.int64), minlength=self.vocab).to(
+                        counts.device, counts.dtype)
+                if prompt and params.repetition_penalty != 1.0:
+                    seen[row, to_device(prompt, self.device)] = True
+            if params.logit_bias:
+                ids = to_device(list(params.logit_bias), self.device)
+                self._bias_table()[row, ids] = to_device(list(params.logit_bias.values()), self.device, torch.float32)
 
     def _penalty_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._counts is None:

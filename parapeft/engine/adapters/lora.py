@@ -161,7 +161,8 @@ class LoraAdapters(RowAdapters):
     def assign_rows(self, rows: list[int], names: list[str | None]) -> None:
         super().assign_rows(rows, names)  # counted: resident while they decode
         slots = [self.none_slot if name is None else self.resident[name] for name in names]
-        self.row_slot[torch.tensor(rows, device=self.device)] = torch.tensor(slots, device=self.device)
+        rows_slots = to_device([rows, slots], self.device)  # one copy from pinned memory: no wait for the GPU
+        self.row_slot.index_copy_(0, rows_slots[0], rows_slots[1])
 
     # ------------------------------------------------------------ executor hooks
     def prepare_prefill(self, batch, names: list[str | None]) -> None:
