@@ -322,6 +322,23 @@ def test_generator_kernels_equal_the_pytorch_generators():
         for layer in range(2):
             engine.para.after_norm(layer, x, batch)
         results.append(engine.para.multipliers[:, :4].clone())
+        if fused:  # tiles smaller than the prompts and the hidden width: several loop steps and channel blocks
+            from parapeft.engine.kernels.para_generator import generate_multipliers
+
+            k, out = batch.extras["para"].kernel, torch.ones_like(engine.para.multipliers)
+            for layer in range(2):
+                generate_multipliers(x, k["starts"], k["pooled"], k["poolers"], k["activations"], k["slots"],
+                                     batch.rows, engine.para.down[layer], engine.para.up[layer], out[layer],
+                                     block_d=8, block_t=4, warps=1)
+            torch.testing.assert_close(out[:, :4], results[1], atol=1e-5, rtol=1e-5)
+            # the bare prompt's slot skipped: its row is left as it was (the engine gives such rows ones first)
+            out = torch.full_like(engine.para.multipliers, 7.0)
+            for layer in range(2):
+                generate_multipliers(x, k["starts"], k["pooled"], k["poolers"], k["activations"], k["slots"],
+                                     batch.rows, engine.para.down[layer], engine.para.up[layer], out[layer],
+                                     skip_slot=engine.para.none_slot)
+            assert torch.equal(out[:, 2], torch.full_like(out[:, 2], 7.0))
+            torch.testing.assert_close(out[:, [0, 1, 3]], results[1][:, [0, 1, 3]], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(results[1], results[0], atol=1e-5, rtol=1e-5)
     assert torch.equal(results[1][:, 2], torch.ones_like(results[1][:, 2]))  # the bare prompt's row
 

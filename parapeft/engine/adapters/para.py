@@ -177,7 +177,7 @@ class ParaAdapters(RowAdapters):
         super().assign_rows(rows, names)
         plain = [row for row, name in zip(rows, names) if name is None]
         if plain:
-            self.multipliers[:, torch.tensor(plain, device=self.device)] = 1.0
+            self.multipliers.index_fill_(1, to_device(plain, self.device), 1.0)
 
     # ------------------------------------------------------------ prefill
     def prepare_prefill(self, batch, names: list[str | None]) -> None:
@@ -247,8 +247,9 @@ class ParaAdapters(RowAdapters):
             from ..kernels.para_generator import generate_multipliers
 
             k = state.kernel
+            # prompts on the all-zero slot are skipped: assign_rows gave their rows ones, the scratch row has them
             generate_multipliers(x, k["starts"], k["pooled"], k["poolers"], k["activations"], k["slots"], state.rows,
-                                 self.down[layer], self.up[layer], self.multipliers[layer])
+                                 self.down[layer], self.up[layer], self.multipliers[layer], skip_slot=self.none_slot)
             return
         points = x.float()  # [T, hidden]: the generators run in float32, as in ParaModel
         pooled = None
