@@ -1,7 +1,8 @@
 """Multi-tenant serving trace through the in-process Engine: PARA adapters vs LoRA adapters vs the bare backbone.
 
 A workload of requests arrives as a Poisson process at a given rate (requests per second) for
---duration seconds. Each request picks one of --adapters adapters with Zipf popularity (s = 1.1:
+--duration seconds (longer at a low rate, until --min-requests are expected, so that its p99 rests on enough
+requests). Each request picks one of --adapters adapters with Zipf popularity (s = 1.1:
 a few adapters take most requests, a long tail takes the rest), a prompt length uniform in
 --prompt-tokens and an output length uniform in --output-tokens (greedy, end-of-sequence ignored so
 every request produces exactly its output length). The same workload (fixed seed per rate) is
@@ -23,7 +24,10 @@ cancelled. Throughput is output tokens (of finished and unfinished requests) per
 which lasts at least --duration.
 
 Before each mode's runs the engine records its CUDA graphs for every batch bucket and runs bursts of
-requests at the shortest and longest prompt lengths, so no timed run pays a one-time cost. For modes
+requests at the shortest and longest prompt lengths, so no timed run pays a one-time cost; then, as
+`para engine` does once it is ready, the heap built so far is frozen out of the garbage collector's reach.
+Each row also says where the slowest 1 % of first tokens spent their time (queued, the step that gave the
+token, its adapter loads, collector pauses) and how often the collector ran. For modes
 compared on equal terms, run each mode in a fresh process (--modes bare, then --modes para --append, ...).
 
 Examples (from the repository root):
@@ -35,6 +39,8 @@ Examples (from the repository root):
 from __future__ import annotations
 
 import argparse
+import gc
+import math
 import random
 import tempfile
 import time
@@ -57,6 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--rates", type=float, nargs="+", default=[8, 32, 64, 128, 256], help="arrivals per second")
     parser.add_argument("--duration", type=float, default=6, help="seconds of arrivals per run")
+    parser.add_argument("--min-requests", type=int, default=200,
+                        help="a low rate's arrivals last longer than --duration, until this many are expected, so its "
+                        "p99 rests on enough requests")
     parser.add_argument("--drain", type=float, default=4,
                         help="seconds allowed after the arrival window to finish the requests")
     parser.add_argument("--adapters", type=int, default=100, help="adapters per mode (PARA or LoRA)")
@@ -75,6 +84,9 @@ def parse_args() -> argparse.Namespace:
                         help="adapters of each kind resident on the device (the rest wait in CPU memory)")
     parser.add_argument("--lora-rank", type=int, default=None, help="default: the rank with PARA's parameter count")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
+                        help="leave the startup heap to the garbage collector (para engine freezes it, as the "
+                        "trace does by default)")
     add_output_arguments(parser, Path(__file__).with_name("trace.json"), budget_s=175)
     return parser.parse_args()
 
@@ -87,12 +99,18 @@ class Arrival:
     adapter: int  # popularity rank, 0 = most popular
 
 
+def arrival_window(args, rate: float) -> float:
+    """Seconds of arrivals at ``rate``: --duration, or longer until --min-requests are expected."""
+    return max(args.duration, args.min_requests / rate)
+
+
 def workload(args, rate: float, vocab: int) -> list[Arrival]:
     """The requests of one run: Poisson arrivals, Zipf adapters, uniform lengths; the same for every mode."""
+    duration = arrival_window(args, rate)
     rng = random.Random(f"{args.seed}-{rate}")
     popularity = [1 / (k + 1) ** args.zipf for k in range(args.adapters)]
     arrivals, now = [], rng.expovariate(rate)
-    while now < args.duration:
+    while now < duration:
         length = rng.randint(*args.prompt_tokens)
         arrivals.append(Arrival(now, [rng.randrange(3, vocab) for _ in range(length)], rng.randint(*args.output_tokens),
                                 rng.choices(range(args.adapters), popularity)[0]))
@@ -114,47 +132,121 @@ def warm_up(engine: Engine, adapter_name, args) -> int:
             engine.submit(prompt, adapter_name((burst * 32 + index) % args.adapters),
                           SamplingParams(max_tokens=args.output_tokens[0], ignore_eos=True))
         engine.run_until_done()
+    if args.gc_freeze:  # as `para engine` does once it is ready
+        gc.collect()
+        gc.freeze()
     return graphs
 
 
-def replay(engine: Engine, arrivals: list[Arrival], adapter_name, args) -> dict:
+class CollectorPauses:
+    """The garbage collector's pauses while installed: (start, seconds, generation) on the perf_counter clock."""
+
+    def __init__(self):
+        self.pauses: list[tuple[float, float, int]] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((self._started, time.perf_counter() - self._started, info["generation"]))
+
+    def __enter__(self):
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *_):
+        gc.callbacks.remove(self)
+
+    def within(self, start: float, end: float) -> float:
+        """Seconds of pauses overlapping [start, end]."""
+        return sum(max(0.0, min(end, p + d) - max(start, p)) for p, d, _ in self.pauses)
+
+    def summary(self) -> dict:
+        counts = [sum(1 for *_, g in self.pauses if g == generation) for generation in range(3)]
+        return {"collections_by_generation": counts,
+                "pause_ms_total": round(sum(d for _, d, _ in self.pauses) * 1000, 2),
+                "pause_ms_max": round(max((d for _, d, _ in self.pauses), default=0.0) * 1000, 2)}
+
+
+@dataclass
+class StepRecord:
+    start: float  # seconds after the run's start
+    launched: float  # the step's GPU work queued (scheduling, batch construction, launches done)
+    end: float  # its results taken on the host
+    rows: int  # requests in the step (prefilled and decoding)
+    prefill_tokens: int
+    adapter_loads: int
+
+
+def slowest_first_tokens(ttfts, steps: list[StepRecord], collector: CollectorPauses, start: float) -> list[dict]:
+    """Where the slowest 1 % of first tokens (at least 3) spent their time: (ttft ms, arrival, step index) in."""
+    slowest = sorted(ttfts, key=lambda t: -t[0])[:max(3, math.ceil(len(ttfts) / 100))]
+    rows = []
+    for ttft, arrival, index in slowest:
+        step = steps[index]
+        rows.append({"ttft_ms": round(ttft, 2), "queued_ms": round((step.start - arrival) * 1000, 2),
+                     "step_ms": round((step.end - step.start) * 1000, 2),
+                     "step_host_ms": round((step.launched - step.start) * 1000, 2),
+                     "step_rows": step.rows, "step_prefill_tokens": step.prefill_tokens,
+                     "step_adapter_loads": step.adapter_loads, "steps_waited": sum(
+                         1 for s in steps[:index] if s.end > arrival),
+                     "gc_pause_ms": round(collector.within(start + arrival, start + step.end) * 1000, 2)})
+    return rows
+
+
+def replay(engine: Engine, arrivals: list[Arrival], adapter_name, args, duration: float) -> dict:
     """Drive the engine through one run of arrivals against the wall clock; latency and throughput figures."""
     pending = list(reversed(arrivals))  # pop() takes the next arrival
     submitted: list[tuple[Arrival, object]] = []
-    first_token: dict[int, float] = {}
+    first_token: dict[int, tuple[float, int]] = {}  # request id -> (time, index of the step that gave it)
     finished_at: dict[int, float] = {}
+    steps: list[StepRecord] = []
     tokens_per_step: list[int] = []
-    cutoff = args.duration + args.drain
-    start = time.perf_counter()
-    while True:
-        now = time.perf_counter() - start
-        while pending and pending[-1].time <= now:
-            arrival = pending.pop()
-            request = engine.submit(arrival.prompt, adapter_name(arrival.adapter),
-                                    SamplingParams(max_tokens=arrival.output_tokens, ignore_eos=True))
-            submitted.append((arrival, request))
-        busy = engine.waiting or engine.running
-        if not busy:
-            if not pending:
+    cutoff = duration + args.drain
+
+    def adapter_loads() -> int:
+        return engine.para.loads + engine.lora.loads
+
+    with CollectorPauses() as collector:
+        start = time.perf_counter()
+        while True:
+            now = time.perf_counter() - start
+            while pending and pending[-1].time <= now:
+                arrival = pending.pop()
+                request = engine.submit(arrival.prompt, adapter_name(arrival.adapter),
+                                        SamplingParams(max_tokens=arrival.output_tokens, ignore_eos=True))
+                submitted.append((arrival, request))
+            busy = engine.waiting or engine.running
+            if not busy:
+                if not pending:
+                    break
+                time.sleep(max(0.0, pending[-1].time - (time.perf_counter() - start)))  # idle until the next arrival
+                continue
+            if now > cutoff:
                 break
-            time.sleep(max(0.0, pending[-1].time - (time.perf_counter() - start)))  # idle until the next arrival
-            continue
-        if now > cutoff:
-            break
-        touched = engine.step()
-        done = time.perf_counter() - start
-        tokens_per_step.append(len(touched))  # prefilled plus decoded requests
-        for request in touched:
-            first_token.setdefault(request.id, done)
-            if request.finished:
-                finished_at[request.id] = done
-    elapsed = time.perf_counter() - start
+            loads, begun = adapter_loads(), time.perf_counter() - start
+            step = engine.launch()  # engine.step() in its two halves, to see where a step's time goes
+            launched = time.perf_counter() - start
+            touched = engine.finish(step)
+            done = time.perf_counter() - start
+            if step is not None:
+                steps.append(StepRecord(begun, launched, done, len(step.requests), step.prefilled,
+                                        adapter_loads() - loads))
+            tokens_per_step.append(len(touched))  # prefilled plus decoded requests
+            for request in touched:
+                first_token.setdefault(request.id, (done, len(steps) - 1))
+                if request.finished:
+                    finished_at[request.id] = done
+        elapsed = time.perf_counter() - start
     unfinished = [r for _, r in submitted if not r.finished]
     for request in unfinished:
         engine.cancel(request)
     tokens = sum(len(r.tokens) for _, r in submitted)
-    ttft = [(first_token[r.id] - a.time) * 1000 for a, r in submitted if r.id in first_token]
-    tpot = [(finished_at[r.id] - first_token[r.id]) * 1000 / (len(r.tokens) - 1)
+    ttfts = [((first_token[r.id][0] - a.time) * 1000, a.time, first_token[r.id][1])
+             for a, r in submitted if r.id in first_token]
+    ttft = [t for t, _, _ in ttfts]
+    tpot = [(finished_at[r.id] - first_token[r.id][0]) * 1000 / (len(r.tokens) - 1)
             for _, r in submitted if r.id in finished_at and len(r.tokens) > 1]
 
     def stat(values, q):
@@ -162,15 +254,18 @@ def replay(engine: Engine, arrivals: list[Arrival], adapter_name, args) -> dict:
         return None if value is None else round(value, 2)
 
     return {"requests_submitted": len(submitted), "requests_finished": len(finished_at),
-            "requests_unfinished": len(unfinished), "output_tokens": tokens, "elapsed_s": round(elapsed, 3),
-            # the arrivals span --duration even when the last request finishes earlier
-            "throughput_tok_s": round(tokens / max(elapsed, args.duration), 1),
-            "throughput_req_s": round(len(finished_at) / max(elapsed, args.duration), 3),
+            "requests_unfinished": len(unfinished), "output_tokens": tokens, "arrivals_s": round(duration, 3),
+            "elapsed_s": round(elapsed, 3),
+            # the arrivals span their window even when the last request finishes earlier
+            "throughput_tok_s": round(tokens / max(elapsed, duration), 1),
+            "throughput_req_s": round(len(finished_at) / max(elapsed, duration), 3),
             "ttft_ms_p50": stat(ttft, 50), "ttft_ms_p99": stat(ttft, 99),
             "tpot_ms_p50": stat(tpot, 50), "tpot_ms_p99": stat(tpot, 99),
             "engine_steps": len(tokens_per_step),
             "mean_tokens_per_step": round(sum(tokens_per_step) / len(tokens_per_step), 2) if tokens_per_step else 0,
-            "peak_tokens_per_step": max(tokens_per_step, default=0)}
+            "peak_tokens_per_step": max(tokens_per_step, default=0),
+            "slowest_first_tokens": slowest_first_tokens(ttfts, steps, collector, start),
+            "gc": collector.summary()}
 
 
 def build_engine(mode: str, model, args, lora_rank: int, max_len: int, directory: Path, budget: Budget):
@@ -201,7 +296,8 @@ def main() -> None:
     log(budget, f"building the {args.shape} backbone (random weights, {str(dtype).replace('torch.', '')}) on {device}")
     model = build_backbone(args.shape, device, dtype)
     lora_rank = args.lora_rank or para_matched_lora_rank(model)
-    settings = {"shape": args.shape, "rates_rps": args.rates, "duration_s": args.duration, "drain_s": args.drain,
+    settings = {"shape": args.shape, "rates_rps": args.rates, "duration_s": args.duration,
+                "min_requests": args.min_requests, "gc_freeze": args.gc_freeze, "drain_s": args.drain,
                 "adapters": args.adapters, "zipf_s": args.zipf,
                 "prompt_tokens": f"uniform integer in [{args.prompt_tokens[0]}, {args.prompt_tokens[1]}]",
                 "output_tokens": f"uniform integer in [{args.output_tokens[0]}, {args.output_tokens[1]}], eos ignored",
@@ -231,9 +327,10 @@ def main() -> None:
                         log(budget, f"budget of {args.budget_s:.0f} s used up: skipping {mode} at {rate}/s")
                         continue
                     loads, preemptions = engine.para.loads + engine.lora.loads, engine.scheduler.preemptions
-                    figures = replay(engine, workloads[rate], adapter_name, args)
+                    figures = replay(engine, workloads[rate], adapter_name, args, arrival_window(args, rate))
                     row = {"shape": args.shape, "mode": mode, "rate_rps": rate, **figures,
-                           "offered_tok_s": round(sum(a.output_tokens for a in workloads[rate]) / args.duration, 1)}
+                           "offered_tok_s": round(sum(a.output_tokens for a in workloads[rate])
+                                                  / arrival_window(args, rate), 1)}
                     row["adapter_loads"] = engine.para.loads + engine.lora.loads - loads
                     row["preemptions"] = engine.scheduler.preemptions - preemptions
                     if mode == "lora":

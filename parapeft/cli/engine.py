@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -89,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
     for name, directory in named:
         service.load_adapter(name, directory)
     graphs = service.capture_graphs()
+    # What is loaded now lives as long as the process: frozen out of the collector's reach, so that a full
+    # collection (which pauses every request in flight) does not walk it again. With torch and transformers
+    # loaded that walk is about 380k objects, 0.24-0.28 s on a two-core CPU.
+    gc.collect()
+    gc.freeze()
     if args.metrics_port >= 0:
         service.metrics.serve(args.metrics_port, args.host)
     server, port = serve(service, args.port, args.host)
