@@ -19,6 +19,7 @@ import torch
 
 from .kv_cache import PagedKVCache
 from .ops import AttentionGroup
+from .transfer import to_device
 
 MAX_PADDING = 1.5  # an attention group's padded size is at most this times its real tokens (or one prompt)
 PREFILL_TILE = 64  # query positions per program of the Triton prefill attention kernel (its BLOCK_M)
@@ -78,16 +79,6 @@ class DecodeBatch:
     lora: bool
     decode: bool = True
     extras: dict = field(default_factory=dict)
-
-
-def to_device(values, device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
-    """``values`` (a list or a CPU tensor) on ``device`` without waiting for the GPU work already queued: a copy
-    from pageable host memory synchronises the stream first, one from pinned memory does not (PyTorch's caching
-    host allocator keeps the pinned buffer until the copy has run)."""
-    host = values.to(dtype) if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
-    if device.type != "cuda":
-        return host.to(device)
-    return host.pin_memory().to(device, non_blocking=True)
 
 
 def attention_groups(lengths: list[int], starts: list[int], device: torch.device) -> list[AttentionGroup]:

@@ -24,7 +24,8 @@ from ..config import CONFIG_NAME, ParaConfig
 from ..model import BASE_ADAPTER, ParaModel
 from .adapters import LoraAdapters, ParaAdapters, RowAdapters, check_adapter_name
 from .adapters.lora import read_lora
-from .batch import DecodeBatch, PrefillBatch, PrefillBucket, build_prefill, to_device
+from .batch import DecodeBatch, PrefillBatch, PrefillBucket, build_prefill
+from .transfer import to_device
 from .block_manager import BlockManager
 from .config import EngineConfig
 from .errors import AdapterExists, AdapterInUse, BadRequest, ConfigError, UnknownAdapter

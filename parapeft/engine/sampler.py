@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .batch import to_device
+from .transfer import to_device
 from .sampling import SamplingParams
 
 _M32 = 0xFFFFFFFF

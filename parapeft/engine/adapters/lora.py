@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ...adapter_io import AdapterLoadError, check_magnitude
-from ..batch import to_device
+from ..transfer import to_device
 from .base import RowAdapters, host_copy
 
 MODULES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",

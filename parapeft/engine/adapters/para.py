@@ -18,7 +18,7 @@ from ...adapter_io import AdapterLoadError, check_compatible, check_magnitude, l
 from ...config import TARGETS, ParaConfig
 from ...generator import ACTIVATION_FUNCTIONS
 from ...model import adapter_shapes, read_adapter_config
-from ..batch import to_device
+from ..transfer import to_device
 from .base import RowAdapters, host_copy
 
 # The Triton generator kernels' codes (kernels/para_generator.py); attention pooling runs in PyTorch.
