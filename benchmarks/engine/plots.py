@@ -189,8 +189,11 @@ def plot_trace(data: dict, png: Path) -> Path | None:
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     settings = data.get("settings", {})
+    window = f"Poisson arrivals for {settings.get('duration_s', '')} s"
+    if settings.get("min_requests"):
+        window += f" (longer at low rates: {settings['min_requests']} requests at least)"
     fig.suptitle(f"{data.get('gpu', '')} — {settings.get('shape', '')}, {settings.get('adapters', '')} adapters, "
-                 f"Zipf s={settings.get('zipf_s', '')}, Poisson arrivals for {settings.get('duration_s', '')} s")
+                 f"Zipf s={settings.get('zipf_s', '')}, {window}")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
