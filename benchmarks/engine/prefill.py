@@ -9,6 +9,10 @@ inside it), the batched sampler and the one transfer to the host. Modes run the 
   para  each prompt with its own PARA adapter (r=12, random weights), all resident on the device
   lora  each prompt with its own LoRA adapter at PARA's parameter count (q and v), for comparison
 
+The modes' engines are built side by side and take turns step by step, so a drift of the machine's speed
+during a row reaches every mode alike; <mode>_over_bare is the median of the step-by-step ratios (each step
+against the bare step just before it), with their range.
+
 compute_floor_ms is the pass's matmul work (projections, causal attention within each prompt, the head for
 each prompt's last position) at the GPU's dense BF16 peak (--peak-tflops, 989 for an H200).
 
@@ -82,21 +86,29 @@ def build_engine(model, mode: str, prompts: int, length: int, lora_rank: int, gr
     return engine, names
 
 
-def time_prefill(engine: Engine, names: list[str], ids: torch.Tensor, steps: int, warmup: int, device: str) -> dict:
+def prefill_step_ms(engine: Engine, names: list[str], ids: torch.Tensor, device: str) -> float:
     """Milliseconds of one engine step that prefills every prompt (and samples its first token)."""
-    times = []
+    requests = [engine.submit(row.tolist(), name, SamplingParams(max_tokens=1, ignore_eos=True))
+                for row, name in zip(ids, names)]
+    synchronize(device)
+    started = time.perf_counter()
+    engine.step()  # ends with the host reading the sampled tokens
+    elapsed = (time.perf_counter() - started) * 1000
+    assert all(r.finished for r in requests), "a prompt was not prefilled in the pass"
+    return elapsed
+
+
+def time_interleaved(engines: dict[str, tuple[Engine, list[str]]], ids: torch.Tensor, steps: int, warmup: int,
+                     device: str) -> dict[str, list[float]]:
+    """Each mode's step times, the modes taking turns step by step (bare, para, bare, para, ...), so that a
+    drift of the machine's speed during the row reaches every mode alike."""
+    times: dict[str, list[float]] = {mode: [] for mode in engines}
     for index in range(warmup + steps):
-        requests = [engine.submit(row.tolist(), name, SamplingParams(max_tokens=1, ignore_eos=True))
-                    for row, name in zip(ids, names)]
-        synchronize(device)
-        started = time.perf_counter()
-        engine.step()  # ends with the host reading the sampled tokens
-        elapsed = (time.perf_counter() - started) * 1000
-        assert all(r.finished for r in requests), "a prompt was not prefilled in the pass"
-        if index >= warmup:
-            times.append(elapsed)
-    return {"prefill_ms": round(statistics.median(times), 4), "spread_ms": round(max(times) - min(times), 4),
-            "timed_steps": steps}
+        for mode, (engine, names) in engines.items():
+            elapsed = prefill_step_ms(engine, names, ids, device)
+            if index >= warmup:
+                times[mode].append(elapsed)
+    return times
 
 
 def main() -> None:
@@ -113,43 +125,44 @@ def main() -> None:
         model = build_backbone(shape, device, dtype)
         lora_rank = para_matched_lora_rank(model)
         generator = torch.Generator(device="cpu").manual_seed(0)
-        bare_ms: dict[tuple[int, int], float] = {}
         for length in args.prompt_tokens:
             for total in args.pass_tokens:
                 prompts = total // length
                 if prompts < 1:
                     continue
                 ids = torch.randint(3, model.config.vocab_size, (prompts, length), generator=generator)
+                if budget.exhausted():
+                    log(budget, f"budget of {args.budget_s:.0f} s used up: skipping {shape} {prompts}×{length}")
+                    continue
+                with tempfile.TemporaryDirectory(prefix="para-prefill-") as tmp:
+                    engines = {mode: build_engine(model, mode, prompts, length, lora_rank, args.prefill_graph_tokens,
+                                                  Path(tmp)) for mode in args.modes}
+                    times = time_interleaved(engines, ids, args.steps, args.warmup, device)
+                    graphed = {mode: engine.prefill_graphs is not None and engine.prefill_graphs.replays > 0
+                               for mode, (engine, _) in engines.items()}
+                del engines
+                floor = prefill_flops(model, prompts, length) / (args.peak_tflops * 1e12) * 1000
                 for mode in args.modes:
-                    if budget.exhausted():
-                        log(budget, f"budget of {args.budget_s:.0f} s used up: skipping {shape} {mode} {prompts}×{length}")
-                        continue
-                    with tempfile.TemporaryDirectory(prefix="para-prefill-") as tmp:
-                        engine, names = build_engine(model, mode, prompts, length, lora_rank, args.prefill_graph_tokens,
-                                                     Path(tmp))
-                        timing = time_prefill(engine, names, ids, args.steps, args.warmup, device)
-                        graphed = engine.prefill_graphs is not None and engine.prefill_graphs.replays > 0
-                    del engine
-                    ms = timing.pop("prefill_ms")
+                    ms = statistics.median(times[mode])
                     row = {"shape": shape, "mode": mode, "batch_size": prompts, "prompt_tokens": length,
                            "pass_tokens": prompts * length, "distinct_adapters": prompts if mode != "bare" else 0,
-                           "prefill_graph": graphed,
-                           "prefill_ms": ms, **timing, "tokens_per_s": round(prompts * length / ms * 1000, 1),
-                           "compute_floor_ms": prefill_flops(model, prompts, length) / (args.peak_tflops * 1e12) * 1000}
-                    row["over_floor"] = round(ms / row["compute_floor_ms"], 3)
-                    row["compute_floor_ms"] = round(row["compute_floor_ms"], 5)
+                           "prefill_graph": graphed[mode], "prefill_ms": round(ms, 4),
+                           "spread_ms": round(max(times[mode]) - min(times[mode]), 4), "timed_steps": args.steps,
+                           "tokens_per_s": round(prompts * length / ms * 1000, 1),
+                           "compute_floor_ms": round(floor, 5), "over_floor": round(ms / floor, 3)}
                     if mode == "lora":
                         row["lora_rank"] = lora_rank
-                    if mode == "bare":
-                        bare_ms[prompts, length] = ms
-                    elif (prompts, length) in bare_ms:
-                        row[f"{mode}_over_bare"] = round(ms / bare_ms[prompts, length], 4)
+                    if mode != "bare" and "bare" in times:
+                        # the median of step-by-step ratios: each step against the bare step just before it
+                        ratios = [t / b for t, b in zip(times[mode], times["bare"])]
+                        row[f"{mode}_over_bare"] = round(statistics.median(ratios), 4)
+                        row[f"{mode}_over_bare_range"] = [round(min(ratios), 4), round(max(ratios), 4)]
                     rows.append(row)
                     results.save(rows)
                     extra = f", {mode} / bare {row[f'{mode}_over_bare']:.3f}" if f"{mode}_over_bare" in row else ""
                     log(budget, f"{shape} {mode} {prompts} × {length} tokens: {ms:.3f} ms "
                                 f"({row['over_floor']:.2f}× the compute floor{extra})")
-                    free_memory(device)
+                free_memory(device)
         del model
         free_memory(device)
     results.finish(rows, budget, plot=not args.no_plot)
