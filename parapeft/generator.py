@@ -49,6 +49,8 @@ class VectorGenerator(nn.Module):
         self.targets = list(config.targets)
         self.widths = {t: widths[t] for t in self.targets}
         # Per-head vectors: W_up produces one value per head of q, k, v, o, repeated over the head's channels
+        if config.granularity == "head" and head_dim < 2:
+            raise ValueError(f"per-head vectors (granularity='head') need the model's head width; got head_dim={head_dim}")
         self.repeats = {t: head_dim if config.granularity == "head" and t in HEAD_TARGETS else 1 for t in self.targets}
         self.down = nn.Linear(hidden, config.r, bias=False)
         self.up = nn.Linear(config.r, sum(w // self.repeats[t] for t, w in self.widths.items()), bias=config.static_bias)

@@ -307,3 +307,14 @@ def test_variant_settings_are_refused_for_other_methods():
         attach(tiny_model("llama"), "lora", 4, para_form={"static_bias": True})
     with pytest.raises(ValueError, match="LoRA targets must be"):
         attach(tiny_model("llama"), "lora", 4, targets=["q", "attention"])
+
+
+def test_per_head_vectors_refuse_a_generator_without_the_head_width():
+    """A per-head generator built without the model's head width would silently be a per-channel one."""
+    from parapeft.generator import VectorGenerator
+
+    widths = {"q": 32, "k": 16, "v": 16, "o": 32, "up": 64, "down": 32}
+    with pytest.raises(ValueError, match="head width"):
+        VectorGenerator(32, widths, ParaConfig(r=2, granularity="head"))
+    per_head = VectorGenerator(32, widths, ParaConfig(r=2, granularity="head"), head_dim=8)
+    assert per_head.up.out_features == 32 // 8 + 16 // 8 + 64  # q and v per head, up per channel
