@@ -133,7 +133,7 @@ class ScaledModule(nn.Module):
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if self.reads_input:
             self.para_layer.observe(x)
-        if self.scale_input:
+        if self.scale_input:  # the input of a projection (o_proj, down_proj): [batch, tokens, width] in every layout
             scale = self.para_layer.scale(self.target)
             return self.base_layer(x if scale is None else x * _broadcast(scale, x, "btd"), *args, **kwargs)
         out = self.base_layer(x, *args, **kwargs)

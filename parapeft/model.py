@@ -109,7 +109,9 @@ class ParaModel(PeftCompatible):
             for target, path, scale_input in (("k", spec.k, False), ("o", spec.o, True), ("down", spec.down, True)):
                 module = layer.get_submodule(path)
                 if target in config.targets and not isinstance(module, ScaledModule):
-                    set_submodule(layer, path, ScaledModule(module, state, target, False, spec.q_layout, scale_input))
+                    # k's output has q's layout (k_norm where q has q_norm); o and down scale their [b, t, d] inputs
+                    layout = spec.q_layout if target == "k" else "btd"
+                    set_submodule(layer, path, ScaledModule(module, state, target, False, layout, scale_input))
         if config.generator_input == "residual" and not self._layer_hooks:
             for layer, state in zip(decoder_layers(self.base_model), self._states):
                 def keep(module, args, kwargs, state=state):
