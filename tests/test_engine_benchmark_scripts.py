@@ -19,12 +19,15 @@ def run_script(name: str, *args: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-def test_trace_rows_account_for_every_request_and_the_slowest_first_tokens(tmp_path):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_trace_rows_account_for_every_request_and_the_slowest_first_tokens(tmp_path, overlap):
     output = tmp_path / "trace.json"
     run_script("trace.py", "--shape", "tiny", "--rates", "4", "16", "--duration", "1", "--min-requests", "10",
                "--drain", "3", "--adapters", "6", "--prompt-tokens", "8", "24", "--output-tokens", "3", "6",
-               "--slots", "8", "--device-adapters", "3", "--output", str(output))
+               "--slots", "8", "--device-adapters", "3", "--output", str(output),
+               *(["--overlap-steps"] if overlap else []))
     data = json.loads(output.read_text())
+    assert data["settings"]["overlap_steps"] is overlap
     rows = {(r["mode"], r["rate_rps"]): r for r in data["rows"]}
     assert set(rows) == {(m, rate) for m in ("bare", "para", "lora") for rate in (4.0, 16.0)}
     assert data["settings"]["gc_freeze"] is True and data["settings"]["min_requests"] == 10

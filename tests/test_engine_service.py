@@ -351,3 +351,36 @@ def test_worker_metrics_add_up_to_what_was_sent(client):
     assert after[("para_engine_num_requests_running", ())] == 0
     assert after[("para_engine_kv_blocks_used", ())] == 0
     assert ("para_engine_adapter_loads_total", (("kind", "para"),)) in after
+
+
+def test_a_service_that_launches_steps_ahead_streams_what_one_step_at_a_time_streams(tiny):
+    """overlap_steps in the service's loop: the same tokens, text, stops (length, stop strings, which cancel a
+    request while a step may be ahead) and usage for every stream, with steps launched ahead."""
+    para, tokenizer, _ = tiny
+    words = ["the cat sat on", "a red", "the dog ran to the", "on the mat and", "the park with"]
+    asks = [(tokenizer(words[i % 5], add_special_tokens=False).input_ids, "alpha" if i % 3 else "",
+             SamplingParams(max_tokens=4 + 3 * (i % 4), ignore_eos=True)) for i in range(12)]
+
+    def serve_all(overlap: bool, stops: list[list[str]]):
+        service = EngineService(para, tokenizer, "tiny", EngineConfig(max_seqs=4, max_len=128, overlap_steps=overlap))
+        try:
+            streams = [service.submit(ids, a, s, stop) for (ids, a, s), stop in zip(asks, stops)]
+            got = []
+            for stream in streams:
+                events = [stream.events.get(timeout=60)]
+                while not events[-1].finish_reason:
+                    events.append(stream.events.get(timeout=60))
+                got.append(([t for e in events for t in e.token_ids], "".join(e.text for e in events),
+                            events[-1].finish_reason, events[-1].completion_tokens))
+            return got, service.engine.steps_ahead
+        finally:
+            service.close()
+
+    plain, _ = serve_all(False, [[]] * len(asks))
+    # every other stream stops at a character from the middle of what it generates
+    stops = [[text[len(text) // 2]] if i % 2 and text else [] for i, (_, text, _, _) in enumerate(plain)]
+    expected, ahead = serve_all(False, stops)
+    got, ahead_with_overlap = serve_all(True, stops)
+    assert ahead == 0 and ahead_with_overlap > 0
+    assert got == expected
+    assert {reason for _, _, reason, _ in expected} == {"length", "stop"}

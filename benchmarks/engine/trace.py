@@ -84,6 +84,8 @@ def parse_args() -> argparse.Namespace:
                         help="adapters of each kind resident on the device (the rest wait in CPU memory)")
     parser.add_argument("--lora-rank", type=int, default=None, help="default: the rank with PARA's parameter count")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overlap-steps", action="store_true",
+                        help="the engine's overlap_steps: each step launched before the last one's results are taken")
     parser.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
                         help="leave the startup heap to the garbage collector (para engine freezes it, as the "
                         "trace does by default)")
@@ -210,6 +212,28 @@ def replay(engine: Engine, arrivals: list[Arrival], adapter_name, args, duration
 
     with CollectorPauses() as collector:
         start = time.perf_counter()
+        in_flight = None  # with --overlap-steps: the step launched ahead, finished in the next iteration
+        launches: dict[int, tuple[float, float, int]] = {}  # id(step) -> (begun, launched, adapter loads)
+
+        def launch(ahead_of=None):
+            loads, begun = adapter_loads(), time.perf_counter() - start
+            step = engine.launch_ahead(ahead_of) if ahead_of is not None else engine.launch()
+            if step is not None:
+                launches[id(step)] = (begun, time.perf_counter() - start, adapter_loads() - loads)
+            return step
+
+        def take(step) -> None:
+            touched = engine.finish(step)
+            done = time.perf_counter() - start
+            if step is not None:
+                begun, launched, loads = launches.pop(id(step))
+                steps.append(StepRecord(begun, launched, done, len(step.requests), step.prefilled, loads))
+            tokens_per_step.append(len(touched))  # prefilled plus decoded requests
+            for request in touched:
+                first_token.setdefault(request.id, (done, len(steps) - 1))
+                if request.finished:
+                    finished_at[request.id] = done
+
         while True:
             now = time.perf_counter() - start
             while pending and pending[-1].time <= now:
@@ -217,7 +241,7 @@ def replay(engine: Engine, arrivals: list[Arrival], adapter_name, args, duration
                 request = engine.submit(arrival.prompt, adapter_name(arrival.adapter),
                                         SamplingParams(max_tokens=arrival.output_tokens, ignore_eos=True))
                 submitted.append((arrival, request))
-            busy = engine.waiting or engine.running
+            busy = engine.waiting or engine.running or in_flight is not None
             if not busy:
                 if not pending:
                     break
@@ -225,19 +249,18 @@ def replay(engine: Engine, arrivals: list[Arrival], adapter_name, args, duration
                 continue
             if now > cutoff:
                 break
-            loads, begun = adapter_loads(), time.perf_counter() - start
-            step = engine.launch()  # engine.step() in its two halves, to see where a step's time goes
-            launched = time.perf_counter() - start
-            touched = engine.finish(step)
-            done = time.perf_counter() - start
-            if step is not None:
-                steps.append(StepRecord(begun, launched, done, len(step.requests), step.prefilled,
-                                        adapter_loads() - loads))
-            tokens_per_step.append(len(touched))  # prefilled plus decoded requests
-            for request in touched:
-                first_token.setdefault(request.id, (done, len(steps) - 1))
-                if request.finished:
-                    finished_at[request.id] = done
+            if in_flight is None:
+                step = launch()  # engine.step() in its two halves, to see where a step's time goes
+                if args.overlap_steps:
+                    in_flight = step
+                    continue
+                take(step)
+            else:  # the next step goes first, then the host takes the results of the one before it
+                ahead = launch(ahead_of=in_flight)
+                take(in_flight)
+                in_flight = ahead
+        if in_flight is not None:
+            take(in_flight)
         elapsed = time.perf_counter() - start
     unfinished = [r for _, r in submitted if not r.finished]
     for request in unfinished:
@@ -272,7 +295,7 @@ def build_engine(mode: str, model, args, lora_rank: int, max_len: int, directory
     """The engine for ``mode`` with its adapters registered, and the adapter name of a popularity rank."""
     config = EngineConfig(max_len=max_len, max_seqs=args.slots, kv_memory=args.kv_memory,
                           max_step_tokens=args.max_step_tokens, device_adapters=args.device_adapters,
-                          prefill_wait_ms=args.prefill_wait_ms,
+                          prefill_wait_ms=args.prefill_wait_ms, overlap_steps=args.overlap_steps,
                           lora_rank=lora_rank if mode == "lora" else 0)
     engine = Engine(model, config)
     if mode == "para":
@@ -297,7 +320,8 @@ def main() -> None:
     model = build_backbone(args.shape, device, dtype)
     lora_rank = args.lora_rank or para_matched_lora_rank(model)
     settings = {"shape": args.shape, "rates_rps": args.rates, "duration_s": args.duration,
-                "min_requests": args.min_requests, "gc_freeze": args.gc_freeze, "drain_s": args.drain,
+                "min_requests": args.min_requests, "gc_freeze": args.gc_freeze, "overlap_steps": args.overlap_steps,
+                "drain_s": args.drain,
                 "adapters": args.adapters, "zipf_s": args.zipf,
                 "prompt_tokens": f"uniform integer in [{args.prompt_tokens[0]}, {args.prompt_tokens[1]}]",
                 "output_tokens": f"uniform integer in [{args.output_tokens[0]}, {args.output_tokens[1]}], eos ignored",

@@ -57,6 +57,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                    help="on a GPU, run the decoding step and prefill passes eagerly instead of replaying CUDA graphs")
     p.add_argument("--prefill-graph-tokens", type=int, default=defaults.prefill_graph_tokens,
                    help=helps["prefill_graph_tokens"])
+    p.add_argument("--overlap-steps", action="store_true", help=helps["overlap_steps"])
     p.add_argument("--seed", type=int, default=defaults.seed, help=helps["seed"])
 
 
@@ -68,7 +69,8 @@ def engine_config(args: argparse.Namespace):
                         prefill_wait_ms=args.prefill_wait_ms, prefill_batch_tokens=args.prefill_batch_tokens,
                         device_adapters=args.device_adapters, lora_rank=args.lora_rank,
                         fused_kernels=args.fused_kernels, cuda_graphs=args.cuda_graphs,
-                        prefill_graph_tokens=args.prefill_graph_tokens, seed=args.seed)
+                        prefill_graph_tokens=args.prefill_graph_tokens, overlap_steps=args.overlap_steps,
+                        seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:

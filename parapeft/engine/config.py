@@ -44,6 +44,11 @@ class EngineConfig:
     prefill_graph_tokens: int = field(default=4096, metadata={
         "help": "with cuda_graphs and the Triton kernels, packed prefill passes of up to this many tokens replay "
                 "from CUDA graphs (one per token bucket; small passes are bound by kernel launches); 0: none"})
+    overlap_steps: bool = field(default=False, metadata={
+        "help": "launch each step before the last one's results are taken, so that the host's bookkeeping "
+                "(accepting tokens, stops, scheduling) overlaps the GPU's next step; a row the last step ended "
+                "decodes once more for nothing. Steps that need the last tokens first (grammars, re-prefilled "
+                "sequences, a preemption) still go one at a time"})
     seed: int = field(default=0, metadata={"help": "seeds the random streams of requests that bring no seed"})
 
     def __post_init__(self) -> None:

@@ -41,14 +41,20 @@ class Scheduler:
         self.free_rows = list(range(config.max_seqs))
         self.preemptions = 0
 
-    def schedule(self) -> Plan:
+    def schedule(self, ahead: bool = False) -> Plan | None:
+        """The next step's plan. ``ahead``: a step is still in flight (its tokens not yet taken): rows whose
+        length it reaches sit this one out, and a plan that would preempt is not made (None)."""
         plan = Plan()
         size = self.blocks.block_size
         for request in list(self.running):
             if request.row is None:  # preempted for an older sequence in this loop
                 continue
-            needed = request.cached_tokens + 1  # room for the token this step writes
+            if ahead and len(request.tokens) + request.in_flight >= request.sampling.max_tokens:
+                continue  # the step in flight gives its last token
+            needed = request.cached_tokens + request.in_flight + 1  # room for the token this step writes
             if needed > len(request.blocks) * size:  # crosses into a new block (once every block_size steps)
+                if ahead and not self.blocks.can_hold(needed, len(request.blocks)):
+                    return None  # blocks grown so far stay with their rows: they need them next step anyway
                 while not self.blocks.can_hold(needed, len(request.blocks)):
                     victim = self.running[-1]
                     self._preempt(victim)

@@ -34,6 +34,7 @@ class Request:
     blocks: list[int] = field(default_factory=list)
     matcher: object | None = None  # its grammar's state when it asked for a response_format (grammar.py)
     recompute: bool = False  # preempted: its prompt and tokens are prefilled again, its vectors from the prompt
+    in_flight: int = 0  # tokens of launched steps not yet taken on the host (up to 2 with overlap_steps)
 
     @property
     def finished(self) -> bool:

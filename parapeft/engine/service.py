@@ -138,18 +138,27 @@ class EngineService:
     def _loop(self) -> None:
         """Steps back to back. Each iteration takes the results of the step in flight, launches the next one,
         and only then detokenises and streams the results it took: the host's text work overlaps the GPU's
-        next step."""
+        next step. With ``overlap_steps`` the next step is launched before the results are taken, so the
+        engine's own bookkeeping overlaps it too."""
         pending = None
         while self.serving:
             if pending is None:
                 self.wake.wait(timeout=0.1)
             with self.lock:
+                ahead, taken = None, False
                 try:
+                    ahead = self.engine.launch_ahead(pending)
+                    taken = True  # finish drops its step even when it fails
                     touched = self.engine.finish(pending)
                     if pending is not None:
                         self.metrics.step(time.perf_counter() - pending.launched, pending.prefilled > 0)
-                    pending = self.engine.launch() if self.engine.waiting or self.engine.running else None
+                    pending, ahead = ahead, None
+                    if pending is None and (self.engine.waiting or self.engine.running):
+                        pending = self.engine.launch()
                 except Exception as err:  # a broken step must not leave clients waiting forever
+                    for step in (ahead, None if taken else pending):
+                        if step is not None:
+                            self.engine.drop(step)
                     pending = None
                     for stream in list(self.streams.values()):
                         self.engine.cancel(stream.request)
