@@ -372,6 +372,8 @@ def test_a_service_that_launches_steps_ahead_streams_what_one_step_at_a_time_str
                     events.append(stream.events.get(timeout=60))
                 got.append(([t for e in events for t in e.token_ids], "".join(e.text for e in events),
                             events[-1].finish_reason, events[-1].completion_tokens))
+            counted = service.metrics.registry.get_sample_value("para_engine_steps_ahead_total")
+            assert counted == service.engine.steps_ahead  # what Prometheus scrapes
             return got, service.engine.steps_ahead
         finally:
             service.close()

@@ -143,7 +143,7 @@ class Engine:
                 "kv_blocks_total": self.blocks.num_blocks, "kv_blocks_free": self.blocks.free,
                 "preemptions": self.scheduler.preemptions, "adapters_loaded": len(self.adapter_names()),
                 "peak_batch_rows": self.peak_batch[0], "peak_batch_adapters": self.peak_batch[1],
-                "peak_kinds": self.peak_kinds[0], "peak_kinds_rows": self.peak_kinds[1]}
+                "peak_kinds": self.peak_kinds[0], "peak_kinds_rows": self.peak_kinds[1], "steps_ahead": self.steps_ahead}
 
     # --------------------------------------------------------------- adapters
     def kind_of(self, name: str) -> RowAdapters | None:

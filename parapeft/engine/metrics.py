@@ -47,6 +47,8 @@ class _EngineState(Collector):
             yield GaugeMetricFamily(PREFIX + name, documentation, value=value)
         yield CounterMetricFamily(PREFIX + "num_preemptions", "Sequences preempted to free KV blocks",
                                   value=stats["preemptions"])
+        yield CounterMetricFamily(PREFIX + "steps_ahead", "Steps launched before the last one's results were taken "
+                                  "(overlap_steps)", value=stats["steps_ahead"])
         loads = CounterMetricFamily(PREFIX + "adapter_loads", "Adapters copied to device slots", labels=["kind"])
         evictions = CounterMetricFamily(PREFIX + "adapter_evictions", "Adapters evicted from device slots",
                                         labels=["kind"])
