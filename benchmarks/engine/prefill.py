@@ -11,7 +11,7 @@ inside it), the batched sampler and the one transfer to the host. Modes run the 
 
 The modes' engines are built side by side and take turns step by step, so a drift of the machine's speed
 during a row reaches every mode alike; <mode>_over_bare is the median of the step-by-step ratios (each step
-against the bare step just before it), with their range.
+against the bare step of the same turn), with their range.
 
 compute_floor_ms is the pass's matmul work (projections, causal attention within each prompt, the head for
 each prompt's last position) at the GPU's dense BF16 peak (--peak-tflops, 989 for an H200).
@@ -153,7 +153,7 @@ def main() -> None:
                     if mode == "lora":
                         row["lora_rank"] = lora_rank
                     if mode != "bare" and "bare" in times:
-                        # the median of step-by-step ratios: each step against the bare step just before it
+                        # the median of step-by-step ratios: each step against the bare step of the same turn
                         ratios = [t / b for t, b in zip(times[mode], times["bare"])]
                         row[f"{mode}_over_bare"] = round(statistics.median(ratios), 4)
                         row[f"{mode}_over_bare_range"] = [round(min(ratios), 4), round(max(ratios), 4)]

@@ -251,7 +251,7 @@ def replay(engine: Engine, arrivals: list[Arrival], adapter_name, args, duration
                 break
             if in_flight is None:
                 step = launch()  # engine.step() in its two halves, to see where a step's time goes
-                if args.overlap_steps:
+                if args.overlap_steps and step is not None:
                     in_flight = step
                     continue
                 take(step)
@@ -369,6 +369,7 @@ def main() -> None:
                 log(budget, f"{mode} failed: {type(err).__name__}: {err}")
                 header.setdefault("errors", []).append({"mode": mode, "error": f"{type(err).__name__}: {err}"})
                 results.save(rows)
+            gc.unfreeze()  # the frozen heap holds the engine (it sits in reference cycles): let it go
             del engine
             free_memory(device)
     results.finish(rows, budget, plot=not args.no_plot)

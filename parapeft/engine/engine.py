@@ -342,7 +342,7 @@ class Engine:
             step.host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
             step.host.copy_(packed, non_blocking=True)
             step.copied = torch.cuda.Event()
-            step.copied.record()
+            step.copied.record(torch.cuda.current_stream(self.device))
         for request in requests:
             request.in_flight += 1
         self.in_flight += 1

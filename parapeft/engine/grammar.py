@@ -71,11 +71,12 @@ class Grammars:
         self._row_cost = 0.0  # seconds per row of a one-thread fill, a running average
         self._fills = 0
         self.vocab = vocab_size
-        # One host buffer for a step's masks, pinned on a GPU so its copy to the device does not wait for the
+        # Two host buffers for a step's masks, used in turns (with overlap_steps one step's copy may still be
+        # queued while the next step fills), pinned on a GPU so the copy to the device does not wait for the
         # step's passes queued before it.
-        self._host = xgrammar.allocate_token_bitmask(rows, vocab_size)
+        self._hosts = [xgrammar.allocate_token_bitmask(rows, vocab_size) for _ in range(2)]
         if device.type == "cuda":
-            self._host = self._host.pin_memory()
+            self._hosts = [host.pin_memory() for host in self._hosts]
 
     def matcher(self, response_format: ResponseFormat):
         """A fresh matcher for one request; a schema the library cannot compile is the request's error."""
@@ -93,8 +94,8 @@ class Grammars:
         rows = [i for i, m in enumerate(matchers) if m is not None]
         if not rows:
             return None
-        mask = self._host[: len(matchers)]  # the previous step's copy has finished: its results were read
         self._fills += 1
+        mask = self._hosts[self._fills % 2][: len(matchers)]  # the step before last has finished: results read
         if len(rows) * self._row_cost > THREADED_FILL_S and self._fills % RESAMPLE_EVERY:
             self._filler.batch_fill_next_token_bitmask([matchers[i] for i in rows], mask, indices=rows)
         else:
