@@ -5,7 +5,8 @@ times the kernels of every layer of one pass (the shape's layers, widths and r =
 graph as the engine replays a pass, for prompts × tokens laid out as the pass's token bucket pads them
 (padding prompts pool one position of the all-zero slot), for each tile choice of the pooling programs
 (``--configs`` as BLOCK_D:BLOCK_T:WARPS, with ``:noskip`` computing the padding prompts too, as the kernels
-did before they skipped the all-zero slot; ``128:32:4:noskip`` is the kernels before both changes).
+did before they skipped the all-zero slot; ``128:32:4:noskip`` is the earlier tiles without the skip, with
+the partial sums reduced as one tile as every choice here does).
 ``pass_ms`` is the time of all layers' kernels; compare it with the pass itself in ``prefill.json``.
 
 Examples (from the repository root, on a GPU):
@@ -83,7 +84,7 @@ def main() -> None:
                 break
             block_d, block_t, warps, skip = *(int(v) for v in config.split(":")[:3]), slots - 1
             if config.endswith(":noskip"):
-                skip = -1  # every padding prompt computed (its multipliers come out 1): the kernels before the skip
+                skip = -1  # every padding prompt computed (its multipliers come out 1): as before the skip
 
             def one_pass():
                 for layer in range(layers):

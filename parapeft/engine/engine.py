@@ -25,7 +25,6 @@ from ..model import BASE_ADAPTER, ParaModel
 from .adapters import LoraAdapters, ParaAdapters, RowAdapters, check_adapter_name
 from .adapters.lora import read_lora
 from .batch import DecodeBatch, PrefillBatch, PrefillBucket, build_prefill
-from .transfer import to_device
 from .block_manager import BlockManager
 from .config import EngineConfig
 from .errors import AdapterExists, AdapterInUse, BadRequest, ConfigError, UnknownAdapter
@@ -37,6 +36,7 @@ from .sampler import BatchNeeds, Sampler
 from .sampling import SamplingParams
 from .scheduler import Scheduler
 from .sequence import Request
+from .transfer import to_device
 
 @dataclass
 class PendingStep:
