@@ -16,11 +16,20 @@ import torch
 
 H200_HBM_BYTES_PER_S = 4.8e12  # NVIDIA H200 SXM: 4.8 TB/s HBM3e (datasheet peak)
 H200_BF16_FLOPS = 989e12  # NVIDIA H200 SXM: dense BF16 tensor-core peak (datasheet)
+# Datasheet peaks (HBM bytes/s, dense BF16 FLOP/s) by the name CUDA reports, for the floors; the first match wins.
+PEAKS = (("H200", H200_HBM_BYTES_PER_S, H200_BF16_FLOPS), ("H100", 3.35e12, 989e12))
 
 
 def pick_device() -> tuple[str, torch.dtype]:
     """bf16 on a GPU; float32 on a CPU, where bf16 matmuls are slow emulations and would time the wrong thing."""
     return ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
+
+
+def device_peaks() -> tuple[float, float]:
+    """(HBM bytes/s, dense BF16 FLOP/s) of this GPU from its datasheet (H100 SXM or H200 SXM); an H200's for
+    any other device, so that the floors of a run elsewhere are at least labelled with what they assume."""
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    return next(((hbm, flops) for key, hbm, flops in PEAKS if key in name), PEAKS[0][1:])
 
 
 def environment() -> dict:

@@ -14,7 +14,7 @@ during a row reaches every mode alike; <mode>_over_bare is the median of the ste
 against the bare step of the same turn), with their range.
 
 compute_floor_ms is the pass's matmul work (projections, causal attention within each prompt, the head for
-each prompt's last position) at the GPU's dense BF16 peak (--peak-tflops, 989 for an H200).
+each prompt's last position) at the GPU's dense BF16 peak (--peak-tflops, 989 for an H100 or H200).
 
 Examples (from the repository root):
   python benchmarks/engine/prefill.py                               # 1.1b, 512-16k tokens per pass, on the GPU
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from measure import H200_BF16_FLOPS, Budget, ResultFile, add_output_arguments, free_memory, log, pick_device, synchronize
+from measure import device_peaks, Budget, ResultFile, add_output_arguments, free_memory, log, pick_device, synchronize
 from models import PARA_RANK, SHAPES, build_backbone, para_matched_lora_rank, random_lora_dirs, random_para_tensors
 from parapeft import BASE_ADAPTER, ParaConfig
 from parapeft.engine import Engine, EngineConfig, SamplingParams
@@ -51,10 +51,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed passes first (the first records the CUDA graph)")
     parser.add_argument("--prefill-graph-tokens", type=int, default=EngineConfig().prefill_graph_tokens,
                         help="passes of up to this many tokens replay from CUDA graphs on a GPU (0: every pass eager)")
-    parser.add_argument("--peak-tflops", type=float, default=H200_BF16_FLOPS / 1e12,
-                        help="dense BF16 peak for the compute floor, TFLOP/s (default: H200, 989)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="dense BF16 peak for the compute floor, TFLOP/s (default: the GPU's datasheet peak, "
+                        "989 for an H100 or H200)")
     add_output_arguments(parser, Path(__file__).with_name("prefill.json"), budget_s=170)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.peak_tflops is None:
+        args.peak_tflops = device_peaks()[1] / 1e12
+    return args
 
 
 def prefill_flops(model, prompts: int, tokens: int) -> float:
