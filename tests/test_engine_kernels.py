@@ -28,6 +28,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm  # noqa: E402
 
 from parapeft import BASE_ADAPTER, ParaConfig, get_para_model  # noqa: E402
 from parapeft.engine import Engine, SamplingParams  # noqa: E402
+from parapeft.engine.kernels.decode_linear import decode_linear  # noqa: E402
 from parapeft.engine.kernels.fused_linear import FusedLinear  # noqa: E402
 from parapeft.engine.ops.torch_ops import rotate_half as _rotate_half  # noqa: E402
 from test_engine import prompts, reference, tiny_para  # noqa: E402
@@ -214,6 +215,28 @@ def test_fused_projections_share_the_modules_weights_and_give_their_outputs():
     assert FusedLinear.build([torch.nn.Linear(16, 4), torch.nn.Linear(16, 4, bias=False)]) is None
 
 
+@interpreted
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, n, k, tiles", [
+    (1, 96, 256, None), (5, 48, 32, None), (17, 200, 256, (64, 32, 64, 2)), (64, 130, 512, (64, 64, 64, 4)),
+    (70, 64, 128, (64, 64, 64, 1)), (9, 33, 200, (64, 16, 64, 3)), (3, 160, 1024, (128, 16, 128, 8))])
+@pytest.mark.parametrize("bias", [False, True])
+def test_decode_linear_equals_f_linear_for_every_split_and_tail(dtype, rows, n, k, tiles, bias):
+    """The skinny matmul against F.linear: rows and outputs off the tile sizes, K splits that divide K evenly or
+    leave a tail (and a split past K), with and without a bias; plans picked by ``plan`` too."""
+    from parapeft.engine.kernels.decode_linear import LinearPlan
+
+    g = torch.Generator().manual_seed(rows * n + k)
+    x, w, b = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g) / k ** 0.5, torch.randn(n, generator=g)
+    x, w, b = x.to(dtype), w.to(dtype), b.to(dtype)
+    got = decode_linear(x, w, b if bias else None, LinearPlan(*tiles) if tiles else None)
+    expected = F.linear(x.float(), w.float(), b.float() if bias else None)
+    assert got.shape == (rows, n) and got.dtype == dtype
+    # one rounding of a float32 sum (the order of its terms differs from cuBLAS's)
+    torch.testing.assert_close(got.float(), expected, atol=1e-5 if dtype == torch.float32 else 1e-2,
+                               rtol=1e-5 if dtype == torch.float32 else 2 ** -7)
+
+
 # ----------------------------------------------------------------------------------- paged attention
 def _paged_case(dtype, heads, kv_heads, head_dim, lengths, block_size, g):
     """Random keys and values of sequences of ``lengths`` scattered over shuffled blocks, and contiguous copies."""
@@ -374,22 +397,31 @@ def _lora_dir(tmp_path, arch):
 
 
 @interpreted
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])  # qwen2: q/k/v biases; qwen3: q/k norms
-def test_engine_with_triton_kernels_equals_the_pytorch_engine(arch, tmp_path):
+@pytest.mark.parametrize("arch, skinny_rows", [("llama", 0), ("qwen2", 0), ("qwen3", 0), ("llama", 64), ("qwen2", 64)])
+def test_engine_with_triton_kernels_equals_the_pytorch_engine(arch, skinny_rows, tmp_path, monkeypatch):
     """PARA, LoRA and bare rows prefilled together and decoded together: same tokens and logprobs whether
-    the passes run through the Triton kernels (paged attention included) or the PyTorch operations."""
+    the passes run through the Triton kernels (paged attention included; with ``skinny_rows``, every matmul
+    through the Triton matmul too) or the PyTorch operations. qwen2: q/k/v biases; qwen3: q/k norms."""
+    from parapeft.engine.ops import triton_ops
+
+    skinny_calls = []
+    monkeypatch.setattr(triton_ops, "decode_linear",
+                        lambda *args, **kw: skinny_calls.append(1) or decode_linear(*args, **kw))
     para = tiny_para(arch)
     lora = _lora_dir(tmp_path, arch)
     batch = prompts([5, 19, 7, 6, 11])
     adapters = ["a", "b", BASE_ADAPTER, "lo", "a"]
     runs = []
     for fused in (False, True):
-        engine = Engine(para, max_seqs=4, max_len=64, block_size=4, fused_kernels=fused)
+        engine = Engine(para, max_seqs=4, max_len=64, block_size=4, fused_kernels=fused,
+                        skinny_matmul_rows=skinny_rows)
         assert engine.executor.ops.name == ("triton" if fused else "torch")
         engine.load_adapter("lo", lora)
         requests = [engine.submit(p, a, SamplingParams(max_tokens=9, ignore_eos=True)) for p, a in zip(batch, adapters)]
         engine.run_until_done()
         runs.append(requests)
+    # every projection and the head of every pass (2 layers x 4 + 1), or none
+    assert len(skinny_calls) >= (9 * engine.steps if skinny_rows else 0) and (len(skinny_calls) > 0) == bool(skinny_rows)
     for torch_run, triton_run in zip(*runs):
         assert triton_run.tokens == torch_run.tokens
         torch.testing.assert_close(torch.tensor(triton_run.logprobs), torch.tensor(torch_run.logprobs),

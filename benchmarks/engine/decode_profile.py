@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 
 from decode_step import EngineBatch, _decode
-from measure import (H200_HBM_BYTES_PER_S, Budget, ResultFile, add_output_arguments, floor_ms, free_memory, kv_bytes,
+from measure import (device_peaks, Budget, ResultFile, add_output_arguments, floor_ms, free_memory, kv_bytes,
                      log, time_steps, weight_bytes)
 from models import SHAPES, build_backbone
 
 # Kernel name -> kind, first match wins (cuBLAS / CUTLASS matmul kernels have many names).
 KINDS = [("paged_attention", r"paged|decode_attention|_attention"), ("norm", r"rms_norm"),
          ("rotary_cache", r"rotary"), ("silu_mul", r"silu"),
-         ("matmul", r"gemm|gemv|cutlass|nvjet|sm90|sm80|cublas|splitKreduce|xmma"),
+         ("matmul", r"gemm|gemv|cutlass|nvjet|sm90|sm80|cublas|splitKreduce|xmma|_linear_kernel|_reduce_kernel"),
          ("copy_index", r"index|gather|copy|fill|elementwise|vectorized|reduce|cat|arange")]
 
 
@@ -46,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--distinct", type=int, default=32, help="distinct PARA adapters among the rows")
     parser.add_argument("--prompt", type=int, default=256, help="tokens already in every row's KV cache")
     parser.add_argument("--steps", type=int, default=20, help="profiled (and timed) replays")
+    parser.add_argument("--skinny-matmul-rows", type=int, default=0,
+                        help="the engine's skinny_matmul_rows (matmuls of at most this many rows through its Triton "
+                        "matmul; 0: cuBLAS)")
     add_output_arguments(parser, Path(__file__).with_name("decode_profile.json"), budget_s=120)
     return parser.parse_args()
 
@@ -60,11 +63,12 @@ def main() -> None:
     weights = weight_bytes(model)
     kv = kv_bytes(model.config, args.batch, args.prompt + 1, 2)
     results = ResultFile(args.output, "decode_profile", {"shape": args.shape, "batch_size": args.batch,
-                                                         "prompt_tokens": args.prompt})
+                                                         "prompt_tokens": args.prompt,
+                                                         "skinny_matmul_rows": args.skinny_matmul_rows})
     rows = []
     for mode in args.modes:
         runner = EngineBatch(model, mode, args.batch, max_len, args.prompt, 0, args.distinct if mode == "para" else 0,
-                             True, [])
+                             True, [], args.skinny_matmul_rows)
         timing = time_steps(partial(_decode, runner, args.batch, True), args.steps, 5, "cuda")
         eager = partial(_decode, runner, args.batch, False)
         for i in range(3):
@@ -91,7 +95,7 @@ def main() -> None:
                "distinct_adapters": args.distinct if mode == "para" else 0, **timing,
                "kernel_ms": round(kernel_ms, 4), "kernels_per_step": round(sum(c for _, c in per_kernel.values()), 1),
                "gaps_ms": round(timing["step_ms"] - kernel_ms, 4),
-               "hbm_floor_ms": floor_ms(weights + kv, H200_HBM_BYTES_PER_S),
+               "hbm_floor_ms": floor_ms(weights + kv, device_peaks()[0]),
                "matmul_tb_s": round(weights / (matmul_ms / 1000) / 1e12, 2) if matmul_ms else None,
                "by_kind": {k: {"ms": round(v["ms"], 4), "kernels": round(v["kernels"], 1)}
                            for k, v in sorted(kinds.items(), key=lambda kv_: -kv_[1]["ms"])},

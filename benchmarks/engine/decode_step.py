@@ -21,7 +21,7 @@ row or adapter slot, so its cost should not depend on how many distinct adapters
 LoRA rows are timed with a distinct adapter per row, plus one batch (--sweep-batch) with 1, 8, 32 and 64
 distinct adapters. peft_lora is timed for every (batch, distinct <= batch) pair.
 
-hbm_floor_ms is the step's memory traffic at the HBM bandwidth (--hbm-tb-s, 4.8 TB/s for an H200):
+hbm_floor_ms is the step's memory traffic at the HBM bandwidth (--hbm-tb-s; by default the GPU's datasheet peak: 4.8 TB/s for an H200, 3.35 for an H100):
 every backbone weight once (the embedding lookup excluded), the adapters' weights that the rows use
 (each distinct LoRA adapter once; each row's PARA vectors) and the keys and values of the context.
 
@@ -47,7 +47,7 @@ import torch
 
 from hf_baselines import (PEFT_RANK, hf_generate_step, hf_static_step, lora_adapter_bytes, peft_mixed_model, peft_step,
                           prepare_for_compile)
-from measure import (H200_HBM_BYTES_PER_S, Budget, ResultFile, add_output_arguments, floor_ms, free_memory, kv_bytes,
+from measure import (device_peaks, Budget, ResultFile, add_output_arguments, floor_ms, free_memory, kv_bytes,
                      log, pick_device, time_steps, weight_bytes)
 from models import (PARA_RANK, SHAPES, build_backbone, lora_parameters_per_rank, para_matched_lora_rank,
                     random_lora_dirs, random_para_tensors)
@@ -83,10 +83,17 @@ def parse_args() -> argparse.Namespace:
                              "forward plus scheduling, sampling and the host's bookkeeping)")
     parser.add_argument("--no-generate-check", action="store_true",
                         help="skip hf_static's cross-check through generate (at --sweep-batch)")
-    parser.add_argument("--hbm-tb-s", type=float, default=H200_HBM_BYTES_PER_S / 1e12,
-                        help="HBM bandwidth for the floor, TB/s (default: H200, 4.8)")
+    parser.add_argument("--skinny-matmul-rows", type=int, default=EngineConfig().skinny_matmul_rows,
+                        help="the engine's skinny_matmul_rows: matmuls of at most this many rows through its Triton "
+                        "matmul (0: cuBLAS)")
+    parser.add_argument("--hbm-tb-s", type=float, default=None,
+                        help="HBM bandwidth for the floor, TB/s (default: the GPU's datasheet peak, an H200's 4.8 "
+                        "elsewhere)")
     add_output_arguments(parser, Path(__file__).with_name("decode_step.json"), budget_s=170)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.hbm_tb_s is None:
+        args.hbm_tb_s = device_peaks()[0] / 1e12
+    return args
 
 
 class Run:
@@ -145,11 +152,12 @@ class EngineBatch:
     with its adapter (PARA: its own prompt's vectors; LoRA: adapter i mod ``distinct``; bare: none)."""
 
     def __init__(self, model, mode: str, rows: int, max_len: int, prompt: int, lora_rank: int, distinct: int,
-                 fused: bool, lora_dirs: list[Path]):
+                 fused: bool, lora_dirs: list[Path], skinny_rows: int = 0):
         self.mode, self.rows, self.prompt, self.distinct = mode, rows, prompt, distinct
         config = EngineConfig(max_len=max_len, max_seqs=rows, kv_tokens=rows * (max_len + 16),
                               max_step_tokens=rows * (prompt + 1), device_adapters=max(distinct, 1),
-                              lora_rank=lora_rank if mode == "lora" else 0, fused_kernels=None if fused else False)
+                              lora_rank=lora_rank if mode == "lora" else 0, fused_kernels=None if fused else False,
+                              skinny_matmul_rows=skinny_rows if fused else 0)
         self.engine = engine = Engine(model, config)
         self.names = [BASE_ADAPTER] * rows
         if mode == "para":
@@ -194,7 +202,8 @@ def engine_step_timing(model, mode: str, batch: int, run: Run, lora_rank: int, l
     """What the engine's loop pays per token: ``Engine.step()`` with ``batch`` sequences decoding (scheduler,
     the graph-replayed forward, the batched sampler, the host transfer and the host's bookkeeping)."""
     args = run.args
-    runner = EngineBatch(model, mode, batch, run.max_len, args.prompt, lora_rank, batch, True, lora_dirs)
+    runner = EngineBatch(model, mode, batch, run.max_len, args.prompt, lora_rank, batch, True, lora_dirs,
+                         args.skinny_matmul_rows)
     timing = time_steps(partial(_engine_step, runner.engine), args.steps, args.warmup, run.device)
     assert all(len(r.tokens) > args.steps for r in runner.requests)
     return timing
@@ -222,7 +231,7 @@ def engine_rows(run: Run, modes: list[str], lora_ranks: list[int]) -> None:
                     if run.out_of_time(f"{mode} [{name}] {distinct} distinct"):
                         return
                     runner = EngineBatch(model, mode, max_batch, run.max_len, args.prompt, rank or 0,
-                                         min(distinct, max_batch), fused, lora_dirs)
+                                         min(distinct, max_batch), fused, lora_dirs, args.skinny_matmul_rows)
                     fused_on = runner.engine.executor.ops.name == "triton"
                     for batch in args.batch_sizes:
                         if mode != "bare" and distinct not in run.sweep(batch):
@@ -296,7 +305,7 @@ def main() -> None:
     args = parse_args()
     device, dtype = pick_device()
     budget = Budget(args.budget_s)
-    header = {"hbm_bytes_per_s": args.hbm_tb_s * 1e12,
+    header = {"hbm_bytes_per_s": args.hbm_tb_s * 1e12, "skinny_matmul_rows": args.skinny_matmul_rows,
               "hbm_note": "floor = (weights read once, embedding lookup excluded + adapter weights used + KV cache "
                           "of the context) / HBM bandwidth",
               "dtype": str(dtype).replace("torch.", ""),

@@ -53,6 +53,8 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-rank", type=int, default=defaults.lora_rank, help=helps["lora_rank"])
     p.add_argument("--no-fused-kernels", dest="fused_kernels", action="store_const", const=False, default=None,
                    help="on a GPU, use the PyTorch operations instead of the Triton kernels")
+    p.add_argument("--skinny-matmul-rows", type=int, default=defaults.skinny_matmul_rows,
+                   help=helps["skinny_matmul_rows"])
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_const", const=False, default=None,
                    help="on a GPU, run the decoding step and prefill passes eagerly instead of replaying CUDA graphs")
     p.add_argument("--prefill-graph-tokens", type=int, default=defaults.prefill_graph_tokens,
@@ -68,7 +70,8 @@ def engine_config(args: argparse.Namespace):
                         kv_memory=args.kv_memory, kv_tokens=args.kv_tokens, max_step_tokens=args.max_step_tokens,
                         prefill_wait_ms=args.prefill_wait_ms, prefill_batch_tokens=args.prefill_batch_tokens,
                         device_adapters=args.device_adapters, lora_rank=args.lora_rank,
-                        fused_kernels=args.fused_kernels, cuda_graphs=args.cuda_graphs,
+                        fused_kernels=args.fused_kernels, skinny_matmul_rows=args.skinny_matmul_rows,
+                        cuda_graphs=args.cuda_graphs,
                         prefill_graph_tokens=args.prefill_graph_tokens, overlap_steps=args.overlap_steps,
                         seed=args.seed)
 

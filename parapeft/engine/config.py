@@ -39,6 +39,9 @@ class EngineConfig:
     fused_kernels: bool | None = field(default=None, metadata={
         "help": "Triton kernels for norms, rotary, SiLU-multiply and paged attention (default: on a CUDA "
                 "device with Triton)"})
+    skinny_matmul_rows: int = field(default=0, metadata={
+        "help": "with the Triton kernels, matmuls of at most this many rows (decoding steps, small prefill passes) "
+                "run through the engine's split-K Triton matmul instead of cuBLAS; 0: cuBLAS everywhere"})
     cuda_graphs: bool | None = field(default=None, metadata={
         "help": "replay the decoding step from CUDA graphs, one per batch bucket (default: on a CUDA device)"})
     prefill_graph_tokens: int = field(default=4096, metadata={
@@ -69,6 +72,8 @@ class EngineConfig:
                               f"({self.max_len})")
         if not isinstance(self.prefill_graph_tokens, int) or self.prefill_graph_tokens < 0:
             raise ConfigError(f"prefill_graph_tokens must be a non-negative integer, got {self.prefill_graph_tokens!r}")
+        if not isinstance(self.skinny_matmul_rows, int) or self.skinny_matmul_rows < 0:
+            raise ConfigError(f"skinny_matmul_rows must be a non-negative integer, got {self.skinny_matmul_rows!r}")
         if self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be >= 0, got {self.lora_rank}")
 

@@ -34,14 +34,18 @@ def plain(module: nn.Module) -> nn.Module:
 
 
 class _Projection:
-    """Projections reading one input (q/k/v, gate/up) as one matmul when their weights can share a tensor."""
+    """Projections reading one input (q/k/v, gate/up, or a single one) as one matmul through the ops when their
+    weights can share a tensor; otherwise (quantized, offloaded, ...) each module's own forward."""
 
-    def __init__(self, modules: list[nn.Module]):
-        self.modules = modules
+    def __init__(self, modules: list[nn.Module], ops: TorchOps):
+        self.modules, self.ops = modules, ops
         self.fused = FusedLinear.build(modules)
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.fused(x) if self.fused else [m(x) for m in self.modules]
+        if self.fused is None:
+            return [m(x) for m in self.modules]
+        out = self.ops.linear(x, self.fused.weight, self.fused.bias)
+        return list(out.split(self.fused.widths, dim=-1)) if len(self.modules) > 1 else [out]
 
 
 @dataclass
@@ -50,10 +54,10 @@ class _Layer:
     qkv: _Projection
     q_norm: nn.Module | None
     k_norm: nn.Module | None
-    o_proj: nn.Module
+    o_proj: _Projection
     post_norm: nn.Module
     gate_up: _Projection
-    down: nn.Module
+    down: _Projection
     act_fn: object
     scaling: float
 
@@ -68,22 +72,29 @@ class Executor:
         self.model = model
         self.heads, self.kv_heads = hf.num_attention_heads, hf.num_key_value_heads
         self.head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
-        self.layers = []
-        for layer in decoder_layers(model):
-            attn, mlp = layer.self_attn, layer.mlp
-            self.layers.append(_Layer(
-                input_norm=plain(layer.input_layernorm),
-                qkv=_Projection([plain(attn.q_proj), plain(attn.k_proj), plain(attn.v_proj)]),
-                q_norm=plain(attn.q_norm) if hasattr(attn, "q_norm") else None,
-                k_norm=plain(attn.k_norm) if hasattr(attn, "k_norm") else None,
-                o_proj=plain(attn.o_proj), post_norm=plain(layer.post_attention_layernorm),
-                gate_up=_Projection([plain(mlp.gate_proj), plain(mlp.up_proj)]), down=plain(mlp.down_proj),
-                act_fn=mlp.act_fn, scaling=attn.scaling))
         weight = model.get_input_embeddings().weight
         self.dtype, self.device = weight.dtype, weight.device
-        norms = [model.model.norm] + [n for layer in self.layers
-                                      for n in (layer.input_norm, layer.post_norm, layer.q_norm, layer.k_norm) if n]
-        self.ops: TorchOps = select_ops(norms, hf.hidden_act in ("silu", "swish"), self.device, config.fused_kernels)
+        layers = decoder_layers(model)
+        norms = [model.model.norm] + [plain(n) for layer in layers for n in (
+            layer.input_layernorm, layer.post_attention_layernorm, getattr(layer.self_attn, "q_norm", None),
+            getattr(layer.self_attn, "k_norm", None)) if n is not None]
+        self.ops: TorchOps = select_ops(norms, hf.hidden_act in ("silu", "swish"), self.device, config.fused_kernels,
+                                        config.skinny_matmul_rows)
+
+        def projection(*modules: nn.Module) -> _Projection:
+            return _Projection([plain(m) for m in modules], self.ops)
+
+        self.layers = []
+        for layer in layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            self.layers.append(_Layer(
+                input_norm=plain(layer.input_layernorm), qkv=projection(attn.q_proj, attn.k_proj, attn.v_proj),
+                q_norm=plain(attn.q_norm) if hasattr(attn, "q_norm") else None,
+                k_norm=plain(attn.k_norm) if hasattr(attn, "k_norm") else None,
+                o_proj=projection(attn.o_proj), post_norm=plain(layer.post_attention_layernorm),
+                gate_up=projection(mlp.gate_proj, mlp.up_proj), down=projection(mlp.down_proj),
+                act_fn=mlp.act_fn, scaling=attn.scaling))
+        self.head = projection(model.lm_head)
         self.cache: PagedKVCache = cache_factory(len(self.layers), self.kv_heads, self.head_dim, self.dtype, self.device)
         self.adapters = adapters or []
         self.vocab = model.get_output_embeddings().weight.shape[0]
@@ -154,7 +165,7 @@ class Executor:
                                           self.heads, self.kv_heads, q_scale=scales.get("q"), v_scale=scales.get("v"),
                                           scale_rows=scale_rows)
             out = attend(index, queries.reshape(count, self.heads, self.head_dim))
-            delta = layer.o_proj(out)
+            delta, = layer.o_proj(out)
             for kind in self.adapters:
                 kind.add_delta(index, "o", out, delta, batch)
             hidden, x = ops.add_norm(layer.post_norm, hidden, delta)
@@ -163,7 +174,7 @@ class Executor:
                 for kind in self.adapters:
                     kind.add_delta(index, target, x, projected, batch)
             activated = ops.act_mul(layer.act_fn, gate, up, scales.get("up"), scale_rows)
-            delta = layer.down(activated)
+            delta, = layer.down(activated)
             for kind in self.adapters:
                 kind.add_delta(index, "down", activated, delta, batch)
         return hidden + delta
@@ -176,4 +187,4 @@ class Executor:
         return {}
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(self.ops.norm(self.model.model.norm, hidden)).float()
+        return self.head(self.ops.norm(self.model.model.norm, hidden))[0].float()

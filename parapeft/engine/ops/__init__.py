@@ -18,9 +18,11 @@ def _rms_norm_like(module: nn.Module) -> bool:
             and isinstance(getattr(module, "weight", None), torch.Tensor))
 
 
-def select_ops(norms: list[nn.Module], silu: bool, device: torch.device, fused: bool | None) -> TorchOps:
+def select_ops(norms: list[nn.Module], silu: bool, device: torch.device, fused: bool | None,
+               skinny_rows: int = 0) -> TorchOps:
     """Triton kernels when asked for (``True``) or by default on CUDA with Triton; the PyTorch ops otherwise.
-    Asking for them where they cannot run is an error, not a silent fallback."""
+    Asking for them where they cannot run is an error, not a silent fallback. ``skinny_rows``: matmuls of at
+    most this many rows go through the Triton matmul (0: cuBLAS)."""
     if fused is False or (fused is None and device.type != "cuda"):
         return TorchOps()
     problem = None
@@ -36,4 +38,4 @@ def select_ops(norms: list[nn.Module], silu: bool, device: torch.device, fused: 
         return TorchOps()
     from .triton_ops import TritonOps
 
-    return TritonOps(silu)
+    return TritonOps(silu, skinny_rows)

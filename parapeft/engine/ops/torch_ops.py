@@ -38,6 +38,9 @@ class TorchOps:
     def norm(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return module(x)
 
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
     def add_norm(self, module: nn.Module, hidden: torch.Tensor, delta: torch.Tensor | None):
         """``hidden + delta`` (when given) and its norm: returns (new hidden, normalised)."""
         if delta is not None:

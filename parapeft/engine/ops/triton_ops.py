@@ -2,7 +2,8 @@
 
 Same contract and rounding as ``TorchOps``; PARA's multipliers are read by row inside the rotary and
 SiLU-multiply kernels, so a PARA pass launches the kernels of a bare one. Attention reads the paged cache in
-place in both passes: one query per row while decoding, tiles of each packed prompt while prefilling.
+place in both passes: one query per row while decoding, tiles of each packed prompt while prefilling. Matmuls
+of few rows (a decoding step) may go through a split-K Triton matmul (``skinny_rows``) instead of cuBLAS.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels.decode_linear import decode_linear, supported
 from ..kernels.paged_attention import paged_decode_attention
 from ..kernels.prefill_attention import paged_prefill_attention
 from ..kernels.triton_ops import rms_norm, rotary_to_cache, silu_mul
@@ -19,8 +21,14 @@ from .torch_ops import TorchOps
 class TritonOps(TorchOps):
     name = "triton"
 
-    def __init__(self, silu: bool):
+    def __init__(self, silu: bool, skinny_rows: int = 0):
         self.silu = silu  # the backbone's activation is SiLU (else its own act_fn runs, then the multiply)
+        self.skinny_rows = skinny_rows  # matmuls of at most this many rows: the split-K kernel, not cuBLAS
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if x.shape[0] <= self.skinny_rows and supported(x, weight):
+            return decode_linear(x, weight, bias)
+        return super().linear(x, weight, bias)
 
     def norm(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, module.weight, module.variance_epsilon)
