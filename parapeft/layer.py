@@ -38,6 +38,7 @@ class PassContext:
     names: list[str] = field(default_factory=list)  # distinct adapters of the batch
     row_slots: torch.Tensor | None = None  # [batch] index into names, -1 = bare backbone; None = all names[0]
     depth: int = 0  # > 0 while a ParaModel forward or generate is running (it prepared this pass itself)
+    backbone_calls: int = 0  # > 0 while the wrapped backbone's own forward runs (its pre-hook prepared the pass)
     # Inputs of deeper layers from the frozen prompt pass ("layer<L>:normed" / ":residual" -> [batch, time, hidden])
     deep: dict[str, torch.Tensor] = field(default_factory=dict)
 

@@ -83,8 +83,11 @@ class ParaModel(PeftCompatible):
         self._wrap_targets()
         self._hooks = [
             model.register_forward_pre_hook(self._before_base_forward, with_kwargs=True),
-            model.register_forward_hook(self._after_base_forward),
+            model.register_forward_hook(self._after_base_forward, always_call=True),
         ]
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+        if isinstance(decoder, nn.Module) and decoder is not model:
+            self._hooks.append(decoder.register_forward_pre_hook(self._before_decoder_forward))
         self.add_adapter(adapter_name, config)
 
     # ------------------------------------------------------------------ wiring
@@ -121,6 +124,7 @@ class ParaModel(PeftCompatible):
 
     def _before_base_forward(self, module, args, kwargs):
         """A backbone called directly (not from this wrapper): its ``labels`` say where the prompt is."""
+        self._context.backbone_calls += 1  # undone by _after_base_forward, which runs even if the forward raises
         if self._context.depth:
             return None  # forward or generate of this ParaModel prepared the pass
         labels = kwargs.get("labels")
@@ -140,7 +144,15 @@ class ParaModel(PeftCompatible):
         """Per-row adapter names inside ``disable_adapter()`` (every row bare), else None (the active adapter)."""
         return [BASE_ADAPTER] * batch if self._adapters_disabled else None
 
+    def _before_decoder_forward(self, module, args):
+        """The backbone's inner decoder (``base_model.model``) called on its own, outside any pass this wrapper or
+        the backbone's hook prepared: it says nothing of the prompt, so the layers refuse by name instead of
+        pooling with the prompt mask of an earlier pass."""
+        if not self._context.depth and not self._context.backbone_calls:
+            self._context.mode = None
+
     def _after_base_forward(self, module, args, output):
+        self._context.backbone_calls -= 1
         # The first pass of ``generate`` is the prefill; later passes decode with the prefill's vectors.
         if self._context.mode == PREFILL:
             self._context.mode = DECODE
@@ -171,6 +183,7 @@ class ParaModel(PeftCompatible):
 
         hooks = [layers[index].register_forward_pre_hook(keep(index), with_kwargs=True) for index in needed]
         mode, ctx.mode = ctx.mode, BARE
+        ctx.depth += 1  # this wrapper's own pass through the inner decoder
         try:
             with torch.no_grad():
                 self.base_model.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
@@ -178,6 +191,7 @@ class ParaModel(PeftCompatible):
         except _PromptPassDone:
             pass
         finally:
+            ctx.depth -= 1
             ctx.mode = mode
             for hook in hooks:
                 hook.remove()

@@ -78,6 +78,28 @@ def test_calling_the_wrapped_backbone_directly_is_an_error():
         para.base_model(input_ids=torch.tensor([[5, 6, 7]]))
 
 
+def test_the_inner_decoder_called_after_a_pass_refuses_instead_of_reusing_that_passs_prompt():
+    """``base_model.model`` has no labels to say where the prompt is: after a ParaModel forward of the same
+    shape it must not pool with that pass's prompt mask. The wrapper's own passes and a backbone called with
+    labels still run through it."""
+    para = get_para_model(tiny_model("llama"), ParaConfig(r=2))
+    ids = torch.tensor([[5, 6, 7]])
+    para(input_ids=ids)
+    with pytest.raises(RuntimeError, match="called through its ParaModel"):
+        para.base_model.model(input_ids=ids)
+    labels = ids.clone()
+    labels[0, :2] = -100
+    para.base_model(input_ids=ids, labels=labels)  # the backbone's hook prepared the pass: no error
+    para(input_ids=ids)
+    para.generate(input_ids=ids, max_new_tokens=2, do_sample=False)
+    with pytest.raises(RuntimeError, match="called through its ParaModel"):
+        para.base_model.model(input_ids=ids)
+    with pytest.raises(RuntimeError):
+        para.base_model(input_ids=ids, labels=torch.full((1, 4), -100))  # a failed pass leaves no count behind
+    with pytest.raises(RuntimeError, match="called through its ParaModel"):
+        para.base_model.model(input_ids=ids)
+
+
 def test_rows_without_prompt_and_wrong_adapter_lists_are_rejected():
     para = get_para_model(tiny_model("llama"), ParaConfig(r=2))
     ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
