@@ -86,14 +86,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skinny-matmul-rows", type=int, default=EngineConfig().skinny_matmul_rows,
                         help="the engine's skinny_matmul_rows: matmuls of at most this many rows through its Triton "
                         "matmul (0: cuBLAS)")
-    parser.add_argument("--hbm-tb-s", type=float, default=None,
-                        help="HBM bandwidth for the floor, TB/s (default: the GPU's datasheet peak, an H200's 4.8 "
-                        "elsewhere)")
+    parser.add_argument("--hbm-tb-s", type=float, default=device_peaks()[0] / 1e12,
+                        help="HBM bandwidth for the floor, TB/s (default: this GPU's datasheet peak, an H200's "
+                        "elsewhere: %(default)s)")
     add_output_arguments(parser, Path(__file__).with_name("decode_step.json"), budget_s=170)
-    args = parser.parse_args()
-    if args.hbm_tb_s is None:
-        args.hbm_tb_s = device_peaks()[0] / 1e12
-    return args
+    return parser.parse_args()
 
 
 class Run:

@@ -51,14 +51,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed passes first (the first records the CUDA graph)")
     parser.add_argument("--prefill-graph-tokens", type=int, default=EngineConfig().prefill_graph_tokens,
                         help="passes of up to this many tokens replay from CUDA graphs on a GPU (0: every pass eager)")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="dense BF16 peak for the compute floor, TFLOP/s (default: the GPU's datasheet peak, "
-                        "989 for an H100 or H200)")
+    parser.add_argument("--peak-tflops", type=float, default=device_peaks()[1] / 1e12,
+                        help="dense BF16 peak for the compute floor, TFLOP/s (default: this GPU's datasheet peak, "
+                        "989 for an H100 or H200: %(default)s)")
     add_output_arguments(parser, Path(__file__).with_name("prefill.json"), budget_s=170)
-    args = parser.parse_args()
-    if args.peak_tflops is None:
-        args.peak_tflops = device_peaks()[1] / 1e12
-    return args
+    return parser.parse_args()
 
 
 def prefill_flops(model, prompts: int, tokens: int) -> float:

@@ -86,6 +86,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overlap-steps", action="store_true",
                         help="the engine's overlap_steps: each step launched before the last one's results are taken")
+    parser.add_argument("--skinny-matmul-rows", type=int, default=EngineConfig().skinny_matmul_rows,
+                        help="the engine's skinny_matmul_rows: matmuls of at most this many rows (decoding steps) "
+                        "through its split-K Triton matmul (0: cuBLAS)")
     parser.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
                         help="leave the startup heap to the garbage collector (para engine freezes it, as the "
                         "trace does by default)")
@@ -296,6 +299,7 @@ def build_engine(mode: str, model, args, lora_rank: int, max_len: int, directory
     config = EngineConfig(max_len=max_len, max_seqs=args.slots, kv_memory=args.kv_memory,
                           max_step_tokens=args.max_step_tokens, device_adapters=args.device_adapters,
                           prefill_wait_ms=args.prefill_wait_ms, overlap_steps=args.overlap_steps,
+                          skinny_matmul_rows=args.skinny_matmul_rows,
                           lora_rank=lora_rank if mode == "lora" else 0)
     engine = Engine(model, config)
     if mode == "para":
@@ -321,6 +325,7 @@ def main() -> None:
     lora_rank = args.lora_rank or para_matched_lora_rank(model)
     settings = {"shape": args.shape, "rates_rps": args.rates, "duration_s": args.duration,
                 "min_requests": args.min_requests, "gc_freeze": args.gc_freeze, "overlap_steps": args.overlap_steps,
+                "skinny_matmul_rows": args.skinny_matmul_rows,
                 "drain_s": args.drain,
                 "adapters": args.adapters, "zipf_s": args.zipf,
                 "prompt_tokens": f"uniform integer in [{args.prompt_tokens[0]}, {args.prompt_tokens[1]}]",
