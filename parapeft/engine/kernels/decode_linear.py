@@ -91,16 +91,18 @@ class LinearPlan:
 
 
 def plan(rows: int, n: int, k: int, sms: int) -> LinearPlan:
-    """The tiles for ``rows`` x ``k`` times ``k`` x ``n``: rows in one tile of 16-64 (more tiles past 64),
-    K in steps of 128 (less for a short K), split until the programs cover the SMs about twice while each
-    split keeps at least four steps."""
+    """The tiles for ``rows`` x ``k`` times ``k`` x ``n``: rows in one tile of 16-64 (more tiles past 64), K in
+    steps of 128 (less for a short K), 128 outputs per tile where that alone gives every SM a program, else 64;
+    K split (partial sums through a float32 workspace, extra traffic) only until the programs cover the SMs
+    once, each split keeping at least four steps of K."""
     block_m = min(64, max(16, triton.next_power_of_2(rows)))
-    block_n = 128 if n >= 128 * sms // 2 else 64
+    row_tiles = triton.cdiv(rows, block_m)
+    block_n = 128 if triton.cdiv(n, 128) * row_tiles >= sms else 64
     block_k = 128 if k >= 128 else max(16, triton.next_power_of_2(k))
-    tiles = triton.cdiv(n, block_n) * triton.cdiv(rows, block_m)
+    tiles = triton.cdiv(n, block_n) * row_tiles
     steps = triton.cdiv(k, block_k)
     split = 1
-    while tiles * split < 2 * sms and steps >= 8 * split:
+    while tiles * split < sms and steps >= 8 * split:
         split *= 2
     return LinearPlan(block_n=block_n, block_m=block_m, block_k=block_k, split_k=split)
 
