@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startGateway } from '../src/app.js';
 import { ParaClient } from '../src/sdk/index.js';
 import { runCli, cliEnv } from './helpers/cli.js';
-import { type EngineWorker, freePort, startWorker } from './helpers/engine.js';
+import { type EngineWorker, WORKER_START_MS, freePort, startWorker } from './helpers/engine.js';
 import { OPERATOR_KEY, type TestGateway, postJson, startTestGateway, tenantWithKey } from './helpers/gateway.js';
 
 const tiny = inject('tinyDir');
@@ -155,7 +155,7 @@ describe('rate limits', () => {
       await lonely.close();
       await late?.stop();
     }
-  });
+  }, WORKER_START_MS); // it starts a worker: a hook's allowance, not a test's (a loaded machine takes longer)
 
   it('changes a tenant\'s limits through the admin API, the SDK and the command line', async () => {
     const key = await tenantWithKey(gw.admin, 'growing', { rpm: 1, tpm: 1000 });

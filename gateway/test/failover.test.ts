@@ -2,7 +2,7 @@
 // retryable 503, the other worker keeps serving, nothing hangs; restarted, the worker is taken back.
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
-import { type EngineWorker, freePort, startWorker } from './helpers/engine.js';
+import { type EngineWorker, WORKER_START_MS, freePort, startWorker } from './helpers/engine.js';
 import { OPERATOR_KEY, type TestGateway, jsonOf, postJson, readSse, startTestGateway, operatorFetch } from './helpers/gateway.js';
 
 const tiny = inject('tinyDir');
@@ -103,7 +103,7 @@ it('takes a restarted worker back and pushes adapters to it again', async () => 
   expect(new Set(replies.map((r) => r.body.choices[0].text)).size).toBe(1); // same greedy output from both workers
   expect(workerState(a.address).adapters.has('alpha@1')).toBe(true);
   expect((await jsonOf(await fetch(`${gw.url}/healthz`))).workers).toEqual({ healthy: 2, total: 2 });
-});
+}, WORKER_START_MS); // it starts a worker: a hook's allowance, not a test's
 
 it('answers 503 while no worker is healthy, and /healthz says degraded', async () => {
   await Promise.all([a.stop('SIGKILL'), b.stop('SIGKILL')]);

@@ -41,6 +41,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** How long a test that starts a worker in its body may take: the hooks' allowance (vitest.config.ts). */
+export const WORKER_START_MS = 180_000;
+
 export function startWorker(options: WorkerOptions): Promise<EngineWorker> {
   const args = ['engine', '--model', options.model, '--port', String(options.port ?? 0), '--device', 'cpu'];
   for (const [name, dir] of Object.entries(options.adapters ?? {})) args.push('--adapter', `${name}=${dir}`);
