@@ -6,7 +6,7 @@ H200's HBM bandwidth (``benchmarks/engine/decode_profile.json``). This kernel co
 tensor-core tile instead of padding one, and splits K across programs so that narrow projections (o_proj,
 down_proj: 2,048 outputs) still give every SM its share of the stream. Split partial sums go to a float32
 workspace that a second small kernel reduces, adds the bias to and casts. ``LinearPlan`` picks the tiles per
-shape (``plan``); ``benchmarks/engine/decode_gemm.py`` measured the choices against cuBLAS.
+shape (``plan``); ``benchmarks/engine/decode_gemm.py`` times them against cuBLAS.
 """
 
 from __future__ import annotations
