@@ -58,3 +58,30 @@ def test_prefill_rows_give_each_mode_and_a_ratio_inside_its_range(tmp_path):
         if mode != "bare":
             low, high = row[f"{mode}_over_bare_range"]
             assert low <= row[f"{mode}_over_bare"] <= high
+
+
+def test_decode_gemm_times_the_shapes_the_engine_multiplies_with_tiles_that_divide_k():
+    """decode_gemm.py needs a GPU to run; what it decides on the host is checked here: its projections are the
+    engine's fused matmuls of the 1.1b backbone (built on the meta device), and every swept tile splits K evenly."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sys.path.insert(0, str(ENGINE_BENCHMARKS))
+    from decode_gemm import projections, sweep_plans
+    from models import SHAPES
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**SHAPES["1.1b"]))
+    layer = model.model.layers[0]
+    attn, mlp = layer.self_attn, layer.mlp
+    width = sum(m.out_features for m in (attn.q_proj, attn.k_proj, attn.v_proj))
+    assert projections("1.1b") == {"qkv": (width, 2048), "o": (attn.o_proj.out_features, attn.o_proj.in_features),
+                                   "gate_up": (mlp.gate_proj.out_features * 2, 2048),
+                                   "down": (mlp.down_proj.out_features, mlp.down_proj.in_features),
+                                   "head": (model.lm_head.out_features, model.lm_head.in_features)}
+    for n, k in projections("1.1b").values():
+        for rows in (1, 64, 256):
+            plans = sweep_plans(rows, n, k)
+            assert plans and all(k % (p.split_k * p.block_k) == 0 and p.span(k) * p.split_k == k for p in plans)
+            assert {p.split_k for p in plans} >= {1, 2, 4}
+            assert max(p.block_m for p in plans) == (128 if rows >= 128 else max(16, rows))

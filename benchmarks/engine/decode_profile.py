@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from decode_step import EngineBatch, _decode
-from measure import (device_peaks, Budget, ResultFile, add_output_arguments, floor_ms, free_memory, kv_bytes,
+from measure import (Budget, ResultFile, add_output_arguments, device_peaks, floor_ms, free_memory, kv_bytes,
                      log, time_steps, weight_bytes)
 from models import SHAPES, build_backbone
 

@@ -21,7 +21,8 @@ row or adapter slot, so its cost should not depend on how many distinct adapters
 LoRA rows are timed with a distinct adapter per row, plus one batch (--sweep-batch) with 1, 8, 32 and 64
 distinct adapters. peft_lora is timed for every (batch, distinct <= batch) pair.
 
-hbm_floor_ms is the step's memory traffic at the HBM bandwidth (--hbm-tb-s; by default the GPU's datasheet peak: 4.8 TB/s for an H200, 3.35 for an H100):
+hbm_floor_ms is the step's memory traffic at the HBM bandwidth (--hbm-tb-s; by default the GPU's datasheet
+peak: 4.8 TB/s for an H200, 3.35 for an H100):
 every backbone weight once (the embedding lookup excluded), the adapters' weights that the rows use
 (each distinct LoRA adapter once; each row's PARA vectors) and the keys and values of the context.
 
@@ -47,7 +48,7 @@ import torch
 
 from hf_baselines import (PEFT_RANK, hf_generate_step, hf_static_step, lora_adapter_bytes, peft_mixed_model, peft_step,
                           prepare_for_compile)
-from measure import (device_peaks, Budget, ResultFile, add_output_arguments, floor_ms, free_memory, kv_bytes,
+from measure import (Budget, ResultFile, add_output_arguments, device_peaks, floor_ms, free_memory, kv_bytes,
                      log, pick_device, time_steps, weight_bytes)
 from models import (PARA_RANK, SHAPES, build_backbone, lora_parameters_per_rank, para_matched_lora_rank,
                     random_lora_dirs, random_para_tensors)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from measure import device_peaks, Budget, ResultFile, add_output_arguments, free_memory, log, pick_device, synchronize
+from measure import Budget, ResultFile, add_output_arguments, device_peaks, free_memory, log, pick_device, synchronize
 from models import PARA_RANK, SHAPES, build_backbone, para_matched_lora_rank, random_lora_dirs, random_para_tensors
 from parapeft import BASE_ADAPTER, ParaConfig
 from parapeft.engine import Engine, EngineConfig, SamplingParams

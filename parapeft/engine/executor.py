@@ -44,8 +44,7 @@ class _Projection:
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.fused is None:
             return [m(x) for m in self.modules]
-        out = self.ops.linear(x, self.fused.weight, self.fused.bias)
-        return list(out.split(self.fused.widths, dim=-1)) if len(self.modules) > 1 else [out]
+        return self.fused(x, self.ops.linear)
 
 
 @dataclass

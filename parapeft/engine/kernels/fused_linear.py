@@ -48,7 +48,7 @@ def _plain_weight(module: nn.Module) -> bool:
 
 
 class FusedLinear:
-    """``modules`` (nn.Linear of the same input width, device and dtype) as one ``F.linear``."""
+    """``modules`` (nn.Linear of the same input width, device and dtype; one or more) as one matmul."""
 
     def __init__(self, modules: list[nn.Linear]):
         self.modules = modules
@@ -77,6 +77,7 @@ class FusedLinear:
         """Whether the modules still view the fused weights (False after ``model.to(...)`` and the like)."""
         return self.modules[0].weight.data_ptr() == self.weight.data_ptr()
 
-    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each module's output, as slices (views) of one matmul's result."""
-        return list(F.linear(x, self.weight, self.bias).split(self.widths, dim=-1))
+    def __call__(self, x: torch.Tensor, linear=F.linear) -> list[torch.Tensor]:
+        """Each module's output, as slices (views) of one matmul's result; ``linear(x, weight, bias)`` is the
+        matmul (the engine passes its ops' choice: cuBLAS or its skinny Triton kernel)."""
+        return list(linear(x, self.weight, self.bias).split(self.widths, dim=-1))
