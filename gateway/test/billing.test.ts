@@ -12,6 +12,7 @@ import { ParaClient } from '../src/sdk/index.js';
 import { runCli, cliEnv } from './helpers/cli.js';
 import { type EngineWorker, WORKER_START_MS, freePort, startWorker } from './helpers/engine.js';
 import { OPERATOR_KEY, type TestGateway, postJson, startTestGateway, tenantWithKey } from './helpers/gateway.js';
+import { until } from './helpers/wait.js';
 
 const tiny = inject('tinyDir');
 const model = join(tiny, 'model');
@@ -27,14 +28,6 @@ afterAll(async () => {
   await gw?.close();
   await worker?.stop();
 });
-
-async function until(condition: () => boolean | Promise<boolean>, ms: number, what: string) {
-  const end = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const usageOf = async (tenant: string) => (await gw.admin.usage()).find((u) => u.tenant === tenant);
 const engineTokens = async () => Number((await gw.gateway.pool.workers[0]!.client.stats(5000)).tokens_generated);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { type EngineWorker, WORKER_START_MS, freePort, startWorker } from './helpers/engine.js';
 import { OPERATOR_KEY, type TestGateway, jsonOf, postJson, readSse, startTestGateway, operatorFetch } from './helpers/gateway.js';
+import { until } from './helpers/wait.js';
 
 const tiny = inject('tinyDir');
 const model = join(tiny, 'model');
@@ -18,14 +19,6 @@ const LONG = { model: 'base', prompt: 'the cat', max_tokens: 1500, temperature: 
 
 function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} hung for ${ms} ms`)), ms))]);
-}
-
-async function until(condition: () => boolean | Promise<boolean>, ms: number, what: string) {
-  const end = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const workerState = (address: string) => gw.gateway.pool.workers.find((w) => w.address === address)!;

@@ -6,8 +6,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { alive, type ServeProcess, startServe } from './helpers/cli.js';
+import { alive, describeProcess, type ServeProcess, startServe } from './helpers/cli.js';
 import { postJson } from './helpers/gateway.js';
+import { until } from './helpers/wait.js';
 
 const tiny = inject('tinyDir');
 const dirs: string[] = [];
@@ -32,14 +33,6 @@ afterAll(() => {
   }
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
-
-async function until(condition: () => boolean | Promise<boolean>, ms: number, what: string) {
-  const end = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Pids of workers `serve` started again, as it reported them. */
 const restartedPids = (s: ServeProcess) => [...s.stderr().matchAll(/restarted on \S+ \(pid (\d+)\)/g)].map((m) => Number(m[1]));
@@ -103,6 +96,11 @@ describe('workers exit with their parent', () => {
     await s.exited;
     // A worker stops within seconds (its gRPC grace is 2 s); the margin is for a machine busy with other test files
     // (beside the fuzz test on two cores, 45 s was once not enough).
-    await until(() => s.workerPids.every((pid) => !alive(pid)), 90_000, `workers ${s.workerPids.join(', ')} to exit`);
+    await until(
+      () => s.workerPids.every((pid) => !alive(pid)),
+      90_000,
+      `workers ${s.workerPids.join(', ')} to exit`,
+      () => s.workerPids.filter(alive).map(describeProcess).join('; '),
+    );
   }, 150_000);
 });

@@ -1,5 +1,6 @@
 // The built command line (dist/platform/bin.js) as a subprocess, the way `para serve|chat|bench|admin` runs it.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { PYTHON, REPO_ROOT } from './paths.js';
 
@@ -103,4 +104,30 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * What the kernel says of a process (Linux): its state, parent, and each thread's state and wait channel, so that a
+ * process that will not exit shows whether it is a zombie nobody reaped or where its threads sleep.
+ */
+export function describeProcess(pid: number): string {
+  const read = (path: string) => {
+    try {
+      return readFileSync(path, 'utf8').trim();
+    } catch {
+      return '?';
+    }
+  };
+  // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses, so split after the last ')'
+  const fields = (stat: string) => stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const stat = read(`/proc/${pid}/stat`);
+  if (stat === '?') return `pid ${pid} gone`;
+  const [state, ppid] = fields(stat);
+  let threads: string[] = [];
+  try {
+    threads = readdirSync(`/proc/${pid}/task`).map((tid) => `${tid}:${fields(read(`/proc/${pid}/task/${tid}/stat`))[0]}/${read(`/proc/${pid}/task/${tid}/wchan`)}`);
+  } catch {
+    // the process ended while being read
+  }
+  return `pid ${pid} state ${state} ppid ${ppid} threads ${threads.join(' ') || 'unreadable'}`;
 }
