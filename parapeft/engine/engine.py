@@ -320,11 +320,14 @@ class Engine:
     def _launch(self, plan) -> PendingStep | None:
         self.cache.flush()
         parts = []
+        # The decoding pass first: it needs little from the host (the rows), so the GPU runs it while the host
+        # builds the prefill pass (packing, adapter loads, per-prompt tables), which would otherwise leave it
+        # idle. The two passes touch different rows, so their order changes no result.
+        if plan.decode:
+            parts.append((plan.decode, *self._decode(plan.decode)))
         if plan.prefill:
             ordered = sorted(plan.prefill, key=lambda r: -len(r.prefill_tokens()))
             parts.append((ordered, *self._prefill(ordered)))
-        if plan.decode:
-            parts.append((plan.decode, *self._decode(plan.decode)))
         if not parts:
             return None
         requests = [r for part in parts for r in part[0]]
