@@ -73,6 +73,13 @@ export class RateLimiter {
         'max_tokens',
       );
     }
+    if (cost.requests > limits.rpm) {
+      throw limited(
+        `this request counts as ${cost.requests} requests (n × prompts), more than the limit of ${limits.rpm} requests per minute; lower n`,
+        WINDOW_S,
+        'n',
+      );
+    }
     const key = String(tenantId);
     const requests = await this.requests.penalty(key, cost.requests);
     if (requests.consumedPoints > limits.rpm) {

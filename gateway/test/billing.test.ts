@@ -133,6 +133,16 @@ describe('rate limits', () => {
     expect((await postJson(gw.url, '/v1/completions', key, body(1))).status).toBe(429);
   });
 
+  it('refuses a request whose choices alone are over the requests per minute, naming n, and counts nothing', async () => {
+    const key = await tenantWithKey(gw.admin, 'narrow', { rpm: 3 });
+    const r = await postJson(gw.url, '/v1/completions', key, { model: 'base', prompt: 'x', max_tokens: 2, n: 4 });
+    expect(r.status).toBe(429);
+    expect(r.body.error.param).toBe('n');
+    expect(r.body.error.message).toContain('3 requests per minute');
+    // Nothing was taken from the window: three single requests still fit.
+    for (let i = 0; i < 3; i++) expect((await postJson(gw.url, '/v1/completions', key, { model: 'base', prompt: 'x', max_tokens: 2 })).status).toBe(200);
+  });
+
   it('does not count the gateway\'s own 503s against the tenant', async () => {
     const port = await freePort();
     const lonely = await startTestGateway([`127.0.0.1:${port}`], {}, { waitForWorkers: false }); // its one worker is not there yet

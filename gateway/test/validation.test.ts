@@ -62,6 +62,7 @@ describe('bad inference requests', () => {
     ['not an object', [1, 2, 3], null],
     ['n too large', { model: 'base', messages, n: 1000 }, 'n'],
     ['top_logprobs above 20', { model: 'base', messages, logprobs: true, top_logprobs: 21 }, 'top_logprobs'],
+    ['stream_options without stream', { model: 'base', messages, stream_options: { include_usage: true } }, 'stream_options'],
   ];
   for (const [name, body, param] of cases) {
     it(`refuses ${name} with 400`, async () => {
@@ -72,6 +73,16 @@ describe('bad inference requests', () => {
       expect(r.body.error.message.length).toBeGreaterThan(5);
     });
   }
+
+  it.each([
+    [65, 1, 'prompt'],
+    [17, 4, 'n'],
+  ])('refuses %i prompts × n=%i (over 8 × the 8 choices allowed) naming %s', async (prompts, n, param) => {
+    const r = await postJson(gw.url, '/v1/completions', key, { model: 'base', prompt: Array.from({ length: prompts }, () => 'x'), n, max_tokens: 1 });
+    expect(r.status).toBe(400);
+    expect(r.body.error.param).toBe(param);
+    expect(r.body.error.message).toContain('at most 64');
+  });
 
   it('refuses malformed JSON with 400', async () => {
     const r = await postJson(gw.url, '/v1/chat/completions', key, '{"model": "base", "messages": [', true);

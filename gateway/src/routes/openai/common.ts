@@ -98,7 +98,9 @@ export function choiceSpecs(
 ): ChoiceSpec[] {
   const n = body.n ?? 1;
   if (n > deps.maxChoices) throw badRequest(`n must be at most ${deps.maxChoices}`, 'n');
-  if (inputs.length * n > deps.maxChoices * 8) throw badRequest(`too many choices: ${inputs.length} prompts × n=${n}`, 'n');
+  if (inputs.length * n > deps.maxChoices * 8) {
+    throw badRequest(`too many choices: ${inputs.length} prompts × n=${n}, at most ${deps.maxChoices * 8}`, n > 1 ? 'n' : 'prompt');
+  }
   const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
   const logitBias = Object.fromEntries(Object.entries(body.logit_bias ?? {}).map(([id, bias]) => [Number(id), bias]));
   const format = responseFormatOf(body.response_format);
@@ -119,7 +121,8 @@ export function choiceSpecs(
         top_logprobs: extras.topLogprobs,
       };
       if (format) sampling.response_format = format;
-      if (body.seed != null) sampling.seed = body.seed + j;
+      // seed + j, wrapped below 2^53 (a sum above MAX_SAFE_INTEGER would round, and two choices could share a seed)
+      if (body.seed != null) sampling.seed = body.seed <= Number.MAX_SAFE_INTEGER - j ? body.seed + j : body.seed - (Number.MAX_SAFE_INTEGER + 1 - j);
       specs.push({ index: promptIndex * n + j, promptIndex, input, sampling });
     }
   });

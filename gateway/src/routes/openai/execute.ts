@@ -105,14 +105,11 @@ export class ChoiceRunner {
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
       // The choices that did start are cancelled, and billed for the tokens they already produced.
-      const running = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
-      for (const g of running) g.cancel();
-      const used = await Promise.all(running.map((g) => g.usage()));
-      await this.accounting.finish(ctx, {
-        status: statusOf(failed.reason),
-        promptTokens: used.reduce((a, u) => a + u.promptTokens, 0),
-        completionTokens: used.reduce((a, u) => a + u.completionTokens, 0),
-      });
+      const running = started.flatMap((s, k) => (s.status === 'fulfilled' ? [{ generation: s.value, spec: specs[k]! }] : []));
+      for (const { generation } of running) generation.cancel();
+      const used = await Promise.all(running.map(({ generation }) => generation.usage()));
+      const usage = usageOf(used, running.map(({ spec }) => spec)); // a prompt once, however many of its choices ran
+      await this.accounting.finish(ctx, { status: statusOf(failed.reason), promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
       throw failed.reason;
     }
     this.accounting.firstToken(ctx.startedAt);
@@ -122,13 +119,10 @@ export class ChoiceRunner {
   async collect(ctx: RequestContext, model: AdapterSource, specs: ChoiceSpec[], reply: FastifyReply): Promise<{ choices: ChoiceResult[]; usage: Usage }> {
     const generations = await this.startAll(ctx, model, specs);
     const cancelAll = () => generations.forEach((g) => g.cancel());
-    const onClose = () => {
-      if (!reply.raw.writableEnded) cancelAll(); // the client went away before the reply
-    };
-    reply.raw.once('close', onClose);
+    cancelWhenClientLeaves(reply, cancelAll);
     const partial: ChoiceResult[] = specs.map((s) => ({ index: s.index, text: '', tokens: [], finishReason: 'stop', promptTokens: 0, completionTokens: 0 }));
     try {
-      await Promise.all(
+      await allSettledOrThrow(
         generations.map(async (g, k) => {
           const result = partial[k]!;
           try {
@@ -164,9 +158,7 @@ export class ChoiceRunner {
     const sse = new SseStream(reply.raw);
     sse.open();
     const cancelAll = () => generations.forEach((g) => g.cancel());
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableEnded) cancelAll();
-    });
+    cancelWhenClientLeaves(reply, cancelAll);
     const results = specs.map(() => ({ promptTokens: 0, completionTokens: 0 }));
     let failure: ApiError | undefined;
     for (const s of specs) if (format.opening) sse.send(format.opening(s.index));
@@ -203,10 +195,36 @@ export class ChoiceRunner {
     } else if (includeUsage) {
       sse.send(format.usage(usage));
     }
-    // Before [DONE]: a client that read the whole stream finds its usage counted, on whichever replica it asks.
-    await this.accounting.finish(ctx, { status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
-    if (complete) sse.done();
+    try {
+      // Before [DONE]: a client that read the whole stream finds its usage counted, on whichever replica it asks.
+      await this.accounting.finish(ctx, { status, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+    } finally {
+      // The reply is hijacked, so nothing else would end it: a failed usage write must not leave the stream open
+      // (the write's error still reaches the route's handler, which logs it).
+      if (complete) sse.done();
+      else if (!reply.raw.writableEnded) reply.raw.end();
+    }
   }
+}
+
+/** Cancels the choices once the client is gone, including when it left while they were starting. */
+function cancelWhenClientLeaves(reply: FastifyReply, cancelAll: () => void): void {
+  if (reply.raw.destroyed) {
+    cancelAll();
+    return;
+  }
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableEnded) cancelAll();
+  });
+}
+
+/**
+ * Waits for every promise, then throws the first rejection: a choice's failure cancels its siblings, and their
+ * usage (set as each one ends) must be in before the request is billed.
+ */
+async function allSettledOrThrow(promises: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(promises)).find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 const statusOf = (err: unknown) => (err instanceof ApiError ? err.status : 500);

@@ -79,6 +79,12 @@ const streamOptions = z
   .nullable()
   .optional();
 
+/** OpenAI's rule: stream_options only with stream: true (else it would be silently ignored). */
+const streamOptionsNeedStream = [
+  (body: { stream?: boolean | null; stream_options?: unknown }) => body.stream_options == null || body.stream === true,
+  { message: 'stream_options is only allowed when stream is true', path: ['stream_options'] },
+] as [(body: { stream?: boolean | null; stream_options?: unknown }) => boolean, { message: string; path: string[] }];
+
 /** The fields both routes share; `n` is bounded by the gateway's configured maximum. */
 const samplingFields = (maxChoices: number) => ({
   model: z.string().min(1).max(200).describe('`base`, a shared adapter (`copa`), or a tenant adapter (`acme/support`, `acme/support@2`)'),
@@ -144,7 +150,8 @@ export const chatRequestSchema = (maxChoices: number) =>
       prompt_cache_key: refused('there is no prompt cache to route by'),
     })
     .strict()
-    .refine((body) => !body.top_logprobs || body.logprobs === true, { message: 'top_logprobs needs logprobs: true', path: ['top_logprobs'] });
+    .refine((body) => !body.top_logprobs || body.logprobs === true, { message: 'top_logprobs needs logprobs: true', path: ['top_logprobs'] })
+    .refine(...streamOptionsNeedStream);
 export type ChatRequest = z.infer<ReturnType<typeof chatRequestSchema>>;
 
 /** Token ids: each below 2^31 here, below the vocabulary at the worker (which refuses the rest with a 400). */
@@ -160,7 +167,8 @@ export const completionRequestSchema = (maxChoices: number) =>
       best_of: onlyDefault(1, 'use n'),
       suffix: refused('insertion (suffix) is not supported'),
     })
-    .strict();
+    .strict()
+    .refine(...streamOptionsNeedStream);
 export type CompletionRequest = z.infer<ReturnType<typeof completionRequestSchema>>;
 
 export const usageSchema = z.object({
