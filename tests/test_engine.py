@@ -254,6 +254,30 @@ def test_adapters_are_unloaded_unless_waiting_requests_still_need_them():
         engine.unload_adapter("a")
 
 
+def test_an_adapter_unloaded_while_its_request_runs_outlives_the_request_s_preemption():
+    """Unloaded while its request decodes, then that request is preempted: it goes back to the queue without a
+    row, and its prefill again needs the adapter, which must still be there until the request ends."""
+    para = tiny_para("llama")
+    batch = prompts([20, 20], seed=1)
+    roomy = Engine(para, max_seqs=4, max_len=64)  # the tokens of an uncrowded run, nothing unloaded
+    expected = [roomy.submit(p, n, greedy(40)) for p, n in zip(batch, [BASE_ADAPTER, "a"])]
+    roomy.run_until_done()
+    engine = Engine(para, max_seqs=4, max_len=64, kv_tokens=64, block_size=8)  # 8 blocks: two sequences collide
+    older = engine.submit(batch[0], BASE_ADAPTER, greedy(40))
+    newer = engine.submit(batch[1], "a", greedy(40))  # the newest: preempted when blocks run out
+    engine.step()
+    engine.unload_adapter("a")
+    assert "a" not in engine.adapter_names()
+    while not engine.scheduler.preemptions:
+        engine.step()
+    assert newer.row is None and newer in engine.waiting
+    with pytest.raises(UnknownAdapter):  # unloaded already, though its request waits to be prefilled with it again
+        engine.unload_adapter("a")
+    engine.run_until_done()
+    assert [older.tokens, newer.tokens] == [r.tokens for r in expected]
+    assert "a" not in engine.para.host and not engine.para.holders and engine.blocks.all_free()
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
 def test_lora_adapters_equal_peft_merged_and_share_batches_with_para_and_bare_rows(arch, tmp_path):
     lora = peft_lora(arch, tmp_path / "lora", rank=4, seed=5)

@@ -278,6 +278,42 @@ def test_cancel_stops_a_request_and_answers_exactly_what_it_generated(client):
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_a_failed_step_ends_every_stream_and_a_broken_cleanup_stops_the_worker(client, monkeypatch):
+    """A step that raises ends the requests in flight with INTERNAL and the worker serves on; if cleaning up after
+    it raises too (the engine's bookkeeping is broken), every stream still ends, and the worker stops taking
+    requests: Health says it is not serving and Generate answers UNAVAILABLE (``para engine`` then exits)."""
+    stub, service = client
+    engine = service.engine
+    launch, cancel = engine.launch, engine.cancel
+
+    def failing_once():
+        monkeypatch.setattr(engine, "launch", launch)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "launch", failing_once)
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4))
+    assert error.value.code() == grpc.StatusCode.INTERNAL and "boom" in error.value.details()
+    assert service.serving and engine.blocks.all_free() and not engine.running
+    assert len(collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4, ignore_eos=True))[0]) == 4
+
+    def broken_cancel(request):
+        cancel(request)
+        raise KeyError("lost")
+
+    monkeypatch.setattr(engine, "launch", failing_once)
+    monkeypatch.setattr(engine, "cancel", broken_cancel)
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4))
+    assert error.value.code() == grpc.StatusCode.INTERNAL
+    service.thread.join(timeout=10)
+    assert not service.serving and not service.thread.is_alive() and "boom" in repr(service.failure)
+    assert not stub.Health(pb.HealthRequest()).serving
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4))
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
 ANSWER = {"type": "object", "additionalProperties": False, "required": ["answer"],
           "properties": {"answer": {"type": "string", "enum": ["yes", "no", "maybe"]}}}
 

@@ -116,13 +116,16 @@ def run(args: argparse.Namespace) -> int:
         if os.getppid() != parent:  # the parent died before the signal was asked for
             stopped.set()
         threading.Thread(target=_watch_parent, args=(parent, stopped), daemon=True).start()
-    stopped.wait()
+    while not stopped.wait(1.0):
+        if not service.serving:  # the engine loop failed and left the engine inconsistent: a fresh worker is needed
+            break
+    failure = service.failure
     server.stop(grace=2).wait()
     service.close()
-    _say("engine stopped")
+    _say(f"engine stopped: its loop failed ({failure!r})" if failure is not None else "engine stopped")
     # Leave at once: the interpreter's teardown (thread pools joined at exit, CUDA and Triton state) can take
     # seconds on a loaded machine, and a worker whose parent died must not linger.
-    os._exit(0)
+    os._exit(1 if failure is not None else 0)
 
 
 def _watch_parent(parent: int, stopped: threading.Event) -> None:

@@ -235,8 +235,11 @@ class Engine:
         request = Request(list(prompt), adapter, sampling)
         if sampling.response_format is not None:
             request.matcher = self.grammars.matcher(sampling.response_format)
-        request.kind = self.kind_of(adapter).kind if adapter != BASE_ADAPTER else None
+        kind = self.kind_of(adapter) if adapter != BASE_ADAPTER else None
+        request.kind = kind.kind if kind is not None else None
         request.seed = sampling.seed if sampling.seed is not None else self._seeds.getrandbits(63)
+        if kind is not None:
+            kind.hold(adapter)  # until the request ends (_finish), even through an unload and a preemption
         self.scheduler.waiting.append(request)
         return request
 
@@ -458,3 +461,6 @@ class Engine:
             return
         request.finish_reason = reason
         self.scheduler.remove(request)
+        kind = next((kind for kind in self.kinds if kind.kind == request.kind), None)
+        if kind is not None:
+            kind.let_go(request.adapter)

@@ -33,5 +33,10 @@ class AdapterInUse(EngineError):
     """The adapter cannot be removed now: requests waiting for a prefill still need it."""
 
 
+class EngineStopped(EngineError):
+    """The engine no longer takes requests: it is shutting down, or its loop failed and left it inconsistent
+    (the worker then exits, so that its supervisor starts a fresh one)."""
+
+
 class ConfigError(EngineError):
     """An engine configuration that cannot work."""

@@ -29,6 +29,7 @@ STATUS = [
     (errors.UnknownAdapter, grpc.StatusCode.NOT_FOUND),
     (errors.AdapterExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.AdapterInUse, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.EngineStopped, grpc.StatusCode.UNAVAILABLE),
     (errors.BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (AdapterLoadError, grpc.StatusCode.INVALID_ARGUMENT),
     (FileNotFoundError, grpc.StatusCode.INVALID_ARGUMENT),

@@ -19,7 +19,7 @@ from ..config import CONFIG_NAME, WEIGHTS_NAME
 from ..model import BASE_ADAPTER
 from .config import EngineConfig
 from .engine import Engine
-from .errors import BadRequest
+from .errors import BadRequest, EngineStopped
 from .metrics import EngineMetrics
 from .sampling import SamplingParams
 from .sequence import Request
@@ -58,6 +58,7 @@ class EngineService:
         self.finished = 0
         self.tokens_generated = 0
         self.serving = True
+        self.failure: Exception | None = None  # what broke the engine loop for good, if anything did
         self.thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
         self.thread.start()
 
@@ -85,6 +86,8 @@ class EngineService:
 
     def submit(self, prompt_ids: list[int], adapter: str, sampling: SamplingParams, stop: list[str]) -> _Stream:
         with self.lock:
+            if not self.serving:
+                raise EngineStopped("the engine is not serving (its loop failed or it is shutting down)")
             request = self.engine.submit(prompt_ids, adapter or BASE_ADAPTER, sampling)
             stream = _Stream(request, [s for s in stop if s])
             self.streams[request.id] = stream
@@ -160,10 +163,19 @@ class EngineService:
                         if step is not None:
                             self.engine.drop(step)
                     pending = None
+                    consistent = True
                     for stream in list(self.streams.values()):
-                        self.engine.cancel(stream.request)
+                        try:
+                            self.engine.cancel(stream.request)
+                        except Exception:  # the engine's bookkeeping is broken: every stream still gets its end
+                            consistent = False
                         stream.events.put(Event(finish_reason="failed", text=str(err)))
                     self.streams.clear()
+                    if not consistent:
+                        # Rows, blocks or adapters may be lost for good: stop taking requests (Health says so, and
+                        # Generate answers UNAVAILABLE) so that `para engine` exits and its supervisor starts afresh.
+                        self.serving = False
+                        self.failure = err
                     continue
                 for request in touched:
                     stream = self.streams.get(request.id)

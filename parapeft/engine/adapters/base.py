@@ -42,7 +42,10 @@ class RowAdapters:
         self.host: dict[str, object] = {}  # name -> what the kind keeps in CPU memory
         self.resident: OrderedDict[str, int] = OrderedDict()  # name -> device slot, least recently used first
         self.users: dict[str, int] = {}  # name -> running rows that use it
-        # Unloaded while requests still run with them: hidden from new requests, kept until the last one ends
+        # name -> requests submitted with it and not yet ended, waiting or running: a preempted sequence goes back
+        # to the queue without a row and is prefilled again from the adapter, so rows alone do not say who needs it
+        self.holders: dict[str, int] = {}
+        # Unloaded while requests still hold them: hidden from new requests, kept until the last one ends
         # (a preempted sequence is prefilled again; a LoRA sequence needs its matrices at every step).
         self.retiring: set[str] = set()
         self.loads = self.evictions = 0
@@ -52,7 +55,8 @@ class RowAdapters:
         return name in self.host and name not in self.retiring
 
     def names(self) -> list[str]:
-        return [name for name in self.host if name not in self.retiring]
+        # over a copy: health and metrics read it from other threads while adapters are loaded and unloaded
+        return [name for name in list(self.host) if name not in self.retiring]
 
     def _add(self, name: str, entry: object) -> None:
         check_adapter_name(name)
@@ -62,13 +66,25 @@ class RowAdapters:
         self.host[name] = entry
 
     def unregister(self, name: str) -> None:
-        """Remove an adapter; running requests that use it finish with it first."""
+        """Remove an adapter; requests that hold it finish with it first."""
         if name not in self:
             raise UnknownAdapter(f"unknown adapter {name!r}")
-        if self.users.get(name):
+        if self.holders.get(name):
             self.retiring.add(name)
         else:
             self._drop(name)
+
+    def hold(self, name: str) -> None:
+        """A request was submitted with this adapter: it stays registered until ``let_go``."""
+        self.holders[name] = self.holders.get(name, 0) + 1
+
+    def let_go(self, name: str) -> None:
+        """A request that held this adapter ended; the last one out removes an adapter unloaded meanwhile."""
+        self.holders[name] -= 1
+        if not self.holders[name]:
+            del self.holders[name]
+            if name in self.retiring:
+                self._drop(name)
 
     def _drop(self, name: str) -> None:
         self.resident.pop(name, None)
@@ -119,12 +135,10 @@ class RowAdapters:
                 self.users[name] = self.users.get(name, 0) + 1
 
     def release_row(self, row: int, name: str | None) -> None:
-        """A row's sequence ended or was preempted."""
+        """A row's sequence ended or was preempted (its request may still hold the adapter: ``let_go``)."""
         if name is None:
             return
         self.users[name] -= 1
-        if not self.users[name] and name in self.retiring:
-            self._drop(name)
 
     # ------------------------------------------------------------ executor hooks
     def prepare_prefill(self, batch, names: list[str | None]) -> None:
