@@ -4,6 +4,8 @@ joins, ends by end of sequence or length, is cancelled or preempted meanwhile.""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -133,3 +135,47 @@ def test_only_one_step_may_be_ahead_and_launch_refuses_while_one_is_in_flight(pa
     off = engine_for(para, lora, False, set())
     off.submit(prompts(1)[0], "a", SamplingParams(max_tokens=4))
     assert off.launch_ahead(off.launch()) is None  # without overlap_steps, never ahead
+
+
+def test_a_row_given_back_after_a_plan_that_launched_nothing_keeps_no_stale_block_entries(monkeypatch):
+    """A plan made a step ahead can grow a row's blocks and then launch nothing (another row cannot grow). If the
+    row's sequence then ends, its blocks are free again and a new sequence may take the row: one flush must not
+    write the freed block and the new one to the same table entry (on a GPU either value could stay), and every
+    running sequence's device block table must name exactly its own blocks."""
+    from parapeft.engine.kv_cache import PagedKVCache
+
+    twice, stale = [], []
+    flush, forget_row = PagedKVCache.flush, PagedKVCache.forget_row
+
+    def watched_flush(cache):
+        entries = [(row, index) for row, index, _ in cache._pending]
+        twice.extend(entry for entry in set(entries) if entries.count(entry) > 1)
+        flush(cache)
+
+    def watched_forget(cache, row):
+        stale.extend(entry for entry in cache._pending if entry[0] == row)
+        forget_row(cache, row)
+
+    monkeypatch.setattr(PagedKVCache, "flush", watched_flush)
+    monkeypatch.setattr(PagedKVCache, "forget_row", watched_forget)
+    para = tiny_para("llama")
+    rng = random.Random(1)
+    for trial in range(16):
+        eos = {rng.randrange(3, VOCAB) for _ in range(6)}  # sequences end early, at random, freeing rows mid-run
+        engine = Engine(para, max_seqs=4, max_len=48, kv_tokens=64, block_size=4, overlap_steps=True, eos_token_ids=eos)
+        pending = None
+        for _ in range(300):
+            if rng.random() < 0.4:
+                prompt = [rng.randrange(3, VOCAB) for _ in range(rng.randint(3, 14))]
+                engine.submit(prompt, rng.choice(["a", "b", BASE_ADAPTER]), SamplingParams(max_tokens=rng.randint(2, 30)))
+            ahead = engine.launch_ahead(pending)
+            engine.finish(pending)
+            pending = ahead if ahead is not None else (engine.launch() if engine.waiting or engine.running else None)
+            for request in engine.running:
+                if request.row is not None and request.blocks:
+                    assert engine.cache.block_tables[request.row, :len(request.blocks)].tolist() == request.blocks
+        engine.finish(pending)
+        engine.run_until_done()
+        assert engine.blocks.all_free()
+    assert stale, "the workload no longer makes a plan ahead that notes blocks and launches nothing: change it"
+    assert twice == []

@@ -53,6 +53,12 @@ class PagedKVCache:
     def note_blocks(self, row: int, added: list[tuple[int, int]]) -> None:
         self._pending += [(row, index, block) for index, block in added]
 
+    def forget_row(self, row: int) -> None:
+        """Drop the notes of a row given back before they were written: its blocks are free again, and a note of a
+        later sequence on the row must be the only one for its entry (one ``index_put_`` with two values for one
+        entry keeps either on a GPU). A plan made a step ahead that launched nothing leaves such notes."""
+        self._pending = [entry for entry in self._pending if entry[0] != row]
+
     def flush(self) -> None:
         """Write the block-table entries noted since the last step (one copy from pinned memory: no wait for the GPU)."""
         if not self._pending:

@@ -104,6 +104,7 @@ class Scheduler:
         """Give back a sequence's blocks and row (it finished, was cancelled or preempted)."""
         self.blocks.release(request.blocks)
         if request.row is not None:
+            self.cache.forget_row(request.row)
             self.on_release(request)
             self.free_rows.append(request.row)
             request.row = None
