@@ -103,12 +103,12 @@ def test_seeded_sampling_is_reproducible_and_differs_across_seeds():
     para = tiny_para("mistral")
     prompt = prompts([6])[0]
     runs = []
-    for seed in (7, 7, 8):
+    for seed in (7, 7, 8, 7 + 2 ** 63, 2 ** 64 - 1):  # seeds span [0, 2^64): the top bit makes another stream
         engine = Engine(para, max_seqs=2, max_len=64)
         request = engine.submit(prompt, "a", greedy(16, temperature=1.0, top_p=0.9, top_k=40, seed=seed))
         engine.run_until_done()
         runs.append(request.tokens)
-    assert runs[0] == runs[1] and runs[0] != runs[2]
+    assert runs[0] == runs[1] and len({tuple(run) for run in runs}) == 4
 
 
 def test_a_seeded_request_draws_the_same_tokens_alone_and_in_a_full_batch():
@@ -317,6 +317,12 @@ def test_lora_adapters_the_engine_cannot_serve_are_refused(tmp_path):
     config.write_text(json.dumps({**settings, "use_dora": True}))
     with pytest.raises(AdapterLoadError, match="use_dora"):
         Engine(para, max_seqs=1, max_len=32).load_adapter("x", tmp_path / "wide")
+    engine = Engine(para, max_seqs=1, max_len=32)
+    for field, value in [("r", 0), ("r", "four"), ("r", 2.5), ("lora_alpha", None), ("lora_alpha", "x")]:
+        config.write_text(json.dumps({**settings, field: value}))
+        for check in (lambda: engine.load_adapter("x", tmp_path / "wide"), lambda: engine.validate_adapter(tmp_path / "wide")):
+            with pytest.raises(AdapterLoadError, match=field):  # refused by name (a 400), not a worker failure
+                check()
 
 
 def test_a_burst_of_arrivals_is_prefilled_over_several_steps_with_the_same_tokens():

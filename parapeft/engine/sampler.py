@@ -38,7 +38,7 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 
 def uniforms(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.Tensor:
     """[rows, vocab] numbers in (0, 1), a pure function of (seed, step, token id) per element."""
-    key = _mix(_mix((seeds & _M32) ^ _mix(seeds >> 32)) ^ (steps & _M32))
+    key = _mix(_mix((seeds & _M32) ^ _mix((seeds >> 32) & _M32)) ^ (steps & _M32))
     tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
     bits = _mix(key.unsqueeze(1) ^ ((tokens * 0x9E3779B1) & _M32).unsqueeze(0))
     return ((bits >> 8).to(torch.float32) + 0.5) / 16777216.0
@@ -91,7 +91,9 @@ class Sampler:
         rows = [entry[0] for entry in entries]
         floats = [[p.temperature, p.top_p, p.presence_penalty, p.frequency_penalty, p.repetition_penalty]
                   for _, p, _, _, _ in entries]
-        ints = [[row, p.top_k, seed & (2 ** 63 - 1), len(generated)] for row, p, seed, _, generated in entries]
+        # a seed in [0, 2^64) as the int64 of the same bits: every seed keeps its own stream
+        ints = [[row, p.top_k, seed - 2 ** 64 if seed >= 2 ** 63 else seed, len(generated)]
+                for row, p, seed, _, generated in entries]
         ints = to_device(ints, self.device).t()
         index = ints[0]
         self._floats.index_copy_(1, index, to_device(floats, self.device, torch.float32).t())

@@ -70,8 +70,10 @@ class EngineServicer(pb_grpc.EngineServicer):
     def _ended(self, request_id: str, stream) -> None:
         """Stop the request (if it still runs) and remember what it used."""
         self.service.cancel(stream)
-        if request_id and self.live.pop(request_id, None) is not None:
+        if request_id and request_id in self.live:
+            # remembered before it leaves `live`, so that a Cancel racing this finds it in one or the other
             self.ended[request_id] = (len(stream.request.prompt), len(stream.request.tokens))
+            self.live.pop(request_id, None)
             while len(self.ended) > REMEMBERED_USAGE:
                 self.ended.popitem(last=False)
 

@@ -53,7 +53,11 @@ def read_lora(directory: str | Path, shapes: dict[str, tuple[int, int]], layers:
         value = config.get(key)
         if value is not None and value != plain and not (plain in (None, {}) and not value):
             raise AdapterLoadError(f"{directory}: the engine serves plain LoRA; {key}={value!r} is not supported")
-    rank, alpha = int(config.get("r", 8)), float(config.get("lora_alpha", config.get("r", 8)))
+    rank, alpha = config.get("r", 8), config.get("lora_alpha", config.get("r", 8))
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise AdapterLoadError(f"{directory}: r must be a positive integer, got {rank!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise AdapterLoadError(f"{directory}: lora_alpha must be a finite number, got {alpha!r}")
     scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
     try:
         tensors = load_file(str(directory / "adapter_model.safetensors"))
