@@ -15,7 +15,7 @@ export async function seedSharedAdapters(registry: AdapterRegistry, seeds: Share
       logger.info({ adapter: name, version: latest.version }, 'shared adapter already registered');
       continue;
     }
-    const adapter = await registry.upload('', name, { config, weights });
+    const adapter = await registry.upload('', name, { config, weights }, null);
     logger.info({ adapter: adapter.id, version: adapter.version }, 'shared adapter registered');
   }
 }

@@ -84,13 +84,13 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
 
   it('numbers adapter versions, never reuses a deleted number, and knows which blobs live versions use', async () => {
     const store = await open(await newDatabase());
-    expect((await store.adapters.insertNext(version('acme', 'support'))).version).toBe(1);
-    expect((await store.adapters.insertNext(version('acme', 'support', 'b'.repeat(64)))).version).toBe(2);
-    expect((await store.adapters.insertNext(version('', 'copa'))).version).toBe(1);
+    expect((await store.adapters.insertNext(version('acme', 'support'), null))!.version).toBe(1);
+    expect((await store.adapters.insertNext(version('acme', 'support', 'b'.repeat(64)), null))!.version).toBe(2);
+    expect((await store.adapters.insertNext(version('', 'copa'), null))!.version).toBe(1);
     expect((await store.adapters.markDeleted('acme', 'support', 2)).map((r) => r.version)).toEqual([2]);
     expect(await store.adapters.blobInUse('b'.repeat(64))).toBe(false);
     expect(await store.adapters.blobInUse('a'.repeat(64))).toBe(true);
-    expect((await store.adapters.insertNext(version('acme', 'support'))).version).toBe(3);
+    expect((await store.adapters.insertNext(version('acme', 'support'), null))!.version).toBe(3);
     expect((await store.adapters.versions('acme', 'support')).map((r) => r.version)).toEqual([1, 3]);
     expect((await store.adapters.listFor(['acme'])).length).toBe(2);
     expect((await store.adapters.listAll()).map((r) => `${r.owner}/${r.name}@${r.version}`)).toEqual(['/copa@1', 'acme/support@1', 'acme/support@3']);
@@ -98,11 +98,38 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
     expect(await store.adapters.listFor(['acme'])).toEqual([]);
   });
 
+  it("inserts a tenant's adapter only while that tenant exists under the owner's name", async () => {
+    const store = await open(await newDatabase());
+    const first = (await store.tenants.create('owner', 1, 1))!;
+    expect((await store.adapters.insertNext(version('owner', 'x'), first.id))!.version).toBe(1);
+    expect(await store.adapters.insertNext(version('owner', 'x'), 9999)).toBeUndefined(); // no such tenant
+    await store.removeTenant('owner');
+    expect(await store.adapters.insertNext(version('owner', 'x'), first.id)).toBeUndefined(); // deleted mid-upload
+    const second = (await store.tenants.create('owner', 1, 1))!;
+    expect(await store.adapters.insertNext(version('owner', 'x'), first.id)).toBeUndefined(); // the name, not the tenant
+    expect(await store.adapters.listFor(['owner'])).toEqual([]); // the new tenant inherits nothing
+    expect((await store.adapters.insertNext(version('owner', 'x'), second.id))!.version).toBe(2); // numbers are not reused
+  });
+
+  it.runIf(dialect === 'postgres')('lets a tenant deletion that has not committed yet win over an insert for that tenant', async () => {
+    const db = await newDatabase();
+    const [a, b] = [await open(db), await open(db)];
+    const t = (await a.tenants.create('racing', 1, 1))!;
+    let insert: Promise<unknown> | undefined;
+    await a.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('tenants').where('id', '=', t.id).execute();
+      insert = b.adapters.insertNext(version('racing', 'x'), t.id); // another replica: waits on the tenant's row
+      await new Promise((r) => setTimeout(r, 300));
+    });
+    expect(await insert).toBeUndefined();
+    expect(await b.adapters.listFor(['racing'])).toEqual([]);
+  });
+
   it('gives two replicas uploading the same adapter at once distinct versions', async () => {
     const db = await newDatabase();
     const [a, b] = [await open(db), await open(db)];
-    const rows = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 ? a : b).adapters.insertNext(version('acme', 'race'))));
-    expect(rows.map((r) => r.version).sort((x, y) => x - y)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    const rows = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 ? a : b).adapters.insertNext(version('acme', 'race'), null)));
+    expect(rows.map((r) => r!.version).sort((x, y) => x - y)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
   });
 
   it('adds usage exactly when two replicas record at once, and not for a deleted tenant', async () => {
@@ -138,7 +165,7 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
     const store = await open(await newDatabase());
     const t = (await store.tenants.create('doomed', 1, 1))!;
     const key = await store.keys.create(t.id);
-    await store.adapters.insertNext(version('doomed', 'a'));
+    await store.adapters.insertNext(version('doomed', 'a'), t.id);
     await store.usage.record(t.id, 'doomed/a', 1, 1, 1);
     const removed = await store.removeTenant('doomed');
     expect(removed?.tenant.id).toBe(t.id);

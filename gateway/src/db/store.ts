@@ -76,7 +76,7 @@ export async function openStore(db: string, options: StoreOptions = {}): Promise
     db: handles.db,
     tenants: new TenantStore(handles.db),
     keys: new KeyStore(handles.db),
-    adapters: new AdapterStore(handles.db),
+    adapters: new AdapterStore(handles.db, dialect === 'postgres'),
     usage: new UsageStore(handles.db),
     limiterConnection: handles.limiterConnection,
     ping: async () => {

@@ -95,8 +95,12 @@ export class AdapterRegistry {
     }
   }
 
-  /** Validates (config, safetensors header, then shapes on a worker), stores, and returns the new version. */
-  async upload(owner: string, name: string, files: AdapterFiles): Promise<AdapterView> {
+  /**
+   * Validates (config, safetensors header, then shapes on a worker), stores, and returns the new version.
+   * `tenantId`: the owning tenant's id (null for a shared adapter); a tenant deleted while its upload was being
+   * checked gets nothing stored (404), so no later tenant of the same name can inherit it.
+   */
+  async upload(owner: string, name: string, files: AdapterFiles, tenantId: number | null): Promise<AdapterView> {
     if (!NAME_PATTERN.test(name)) throw badRequest(`invalid adapter name: ${NAME_RULE}`, 'name');
     if (owner && !NAME_PATTERN.test(owner)) {
       // A tenant created before the dot was dropped: its adapter ids could never be served.
@@ -117,10 +121,14 @@ export class AdapterRegistry {
     const info = await this.validateOnWorker(`${adapterId(owner, name)}@0`, files);
     // Blobs first, the row after: a row any replica can read always names complete files.
     const [configSha256, weightsSha256] = [await this.files.putBlob(files.config), await this.files.putBlob(files.weights)];
-    const row = await this.store.insertNext({
-      owner, name, sha256: weightsSha256, config_sha256: configSha256, bytes: files.weights.length,
-      parameters: Number(info?.parameters) || parameters, dir: '', created: nowSeconds(), kind,
-    });
+    const row = await this.store.insertNext(
+      { owner, name, sha256: weightsSha256, config_sha256: configSha256, bytes: files.weights.length, parameters: Number(info?.parameters) || parameters, dir: '', created: nowSeconds(), kind },
+      tenantId,
+    );
+    if (!row) {
+      for (const blob of [weightsSha256, configSha256]) if (!(await this.store.blobInUse(blob))) await this.files.removeBlob(blob);
+      throw notFound(`tenant '${owner}' was deleted during the upload`, 'not_found', 'tenant');
+    }
     // A delete of the last other version with the same content, on any replica, may have found the blob unused
     // just before this row went in and removed it: put back what is missing. (That delete's check and removal
     // can still straddle this check; the version's next load onto a worker would then fail until uploaded

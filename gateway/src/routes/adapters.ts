@@ -93,19 +93,23 @@ function malformedUpload(err: unknown): unknown {
   return badRequest(`malformed multipart body: ${err instanceof Error ? err.message : String(err)}`, null, 'invalid_multipart');
 }
 
-/** The owner an upload goes to: the calling tenant, or for the operator `shared=true` or `tenant=<name>`. */
-async function uploadOwner(caller: Caller, fields: z.infer<typeof uploadFieldsSchema>, tenants: TenantStore): Promise<string> {
+/**
+ * The owner an upload goes to: the calling tenant, or for the operator `shared=true` or `tenant=<name>`; with the
+ * owning tenant's id (null when shared), which the stored row must still match.
+ */
+async function uploadOwner(caller: Caller, fields: z.infer<typeof uploadFieldsSchema>, tenants: TenantStore): Promise<{ owner: string; tenantId: number | null }> {
   const shared = fields.shared === 'true' || fields.shared === '1';
   if (caller.kind === 'tenant') {
     if (shared) throw forbidden('only the operator uploads shared adapters');
     if (fields.tenant && fields.tenant !== caller.tenant.name) throw forbidden('a tenant key uploads to its own tenant only');
-    return caller.tenant.name;
+    return { owner: caller.tenant.name, tenantId: caller.tenant.id };
   }
   if (shared && fields.tenant) throw badRequest('give shared=true or tenant=<name>, not both', 'tenant');
-  if (shared) return '';
+  if (shared) return { owner: '', tenantId: null };
   if (!fields.tenant) throw badRequest('operator uploads need shared=true or tenant=<name>', 'tenant');
-  if (!(await tenants.byName(fields.tenant))) throw notFound(`unknown tenant '${fields.tenant}'`, 'not_found', 'tenant');
-  return fields.tenant;
+  const tenant = await tenants.byName(fields.tenant);
+  if (!tenant) throw notFound(`unknown tenant '${fields.tenant}'`, 'not_found', 'tenant');
+  return { owner: fields.tenant, tenantId: tenant.id };
 }
 
 export function adapterRoutes(app: FastifyInstance, deps: AdapterRouteDeps): void {
@@ -124,8 +128,8 @@ export function adapterRoutes(app: FastifyInstance, deps: AdapterRouteDeps): voi
     },
     handler: async (request, reply) => {
       const { fields, files } = await readUpload(request, deps);
-      const owner = await uploadOwner(request.caller, fields, deps.tenants);
-      const adapter = await deps.registry.upload(owner, fields.name, files);
+      const { owner, tenantId } = await uploadOwner(request.caller, fields, deps.tenants);
+      const adapter = await deps.registry.upload(owner, fields.name, files, tenantId);
       request.log.info({ adapter: adapter.id, version: adapter.version, bytes: adapter.bytes }, 'adapter uploaded');
       return reply.code(201).send(adapter);
     },
