@@ -113,7 +113,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   pool.start();
+  const sweep = setInterval(() => {
+    registry.sweep().catch((err: unknown) => logger.warn({ err }, 'adapter sweep failed; the next one tries again'));
+  }, config.adapterSweepMs);
+  sweep.unref();
   const close = async () => {
+    clearInterval(sweep);
     await app.close();
     pool.close();
     await store.close();

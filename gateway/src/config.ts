@@ -48,6 +48,8 @@ export const gatewayOptionsSchema = z.object({
   /** Highest `n` (fan-out) accepted in one request. */
   maxChoices: z.number().int().positive().default(8),
   healthIntervalMs: z.number().int().positive().default(2000),
+  /** How often every worker's adapters are compared with the registry, and deleted versions unloaded. */
+  adapterSweepMs: z.number().int().positive().default(30_000),
   healthTimeoutMs: z.number().int().positive().default(3000),
   protoPath: z.string().default(`${repoRoot}proto/engine.proto`),
   dashboardDir: z.string().default(`${repoRoot}dashboard/dist`),

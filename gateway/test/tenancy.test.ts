@@ -172,6 +172,21 @@ describe('adapter versions', () => {
     await expect(acme.adapters.get('acme/support')).rejects.toBeInstanceOf(ParaApiError);
   });
 
+  it('unloads from the workers the versions deleted behind this gateway (another replica), and nothing else', async () => {
+    await acme.adapters.uploadDirectory(adapterDir('alpha'), { name: 'swept' });
+    expect((await chat(acmeKey, 'acme/swept', 2)).status).toBe(200); // pushed to the worker as acme/swept@1
+    const held = async () => (await gw.gateway.pool.workers[0]!.client.listAdapters(5000)).map((a) => a.name);
+    expect(await held()).toContain('acme/swept@1');
+    // What another replica's DELETE does to the shared database; this gateway's workers are not told.
+    expect(await gw.gateway.store.adapters.markDeleted('acme', 'swept', 1)).toHaveLength(1);
+    expect(await held()).toContain('acme/swept@1');
+    const before = await held();
+    expect(await gw.gateway.registry.sweep()).toBe(1);
+    expect(await held()).toEqual(before.filter((name) => name !== 'acme/swept@1')); // live versions and direct- loads stay
+    expect(await held()).toContain('direct-alpha');
+    expect(await gw.gateway.registry.sweep()).toBe(0);
+  });
+
   it('removes a deleted tenant with its keys and adapters', async () => {
     const key = await tenantWithKey(gw.admin, 'leaving');
     await tenantClient(gw.url, key).adapters.uploadDirectory(adapterDir('alpha'), { name: 'a' });

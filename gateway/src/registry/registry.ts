@@ -36,6 +36,14 @@ export interface AdapterView {
 
 export const adapterId = (owner: string, name: string) => (owner ? `${owner}/${name}` : name);
 export const workerNameOf = (row: AdapterVersion) => `${adapterId(row.owner, row.name)}@${row.version}`;
+
+const SWEEP_TIMEOUT_MS = 10_000;
+
+/** The owner of a worker name `workerNameOf` made (`acme/support@2`, `copa@1`); undefined for other names. */
+function parseWorkerName(name: string): { owner: string } | undefined {
+  const match = MODEL_PATTERN.exec(name);
+  return match?.[3] ? { owner: match[1] ?? '' } : undefined;
+}
 const fileRefOf = (row: AdapterVersion): FileRef =>
   row.config_sha256 ? { configSha256: row.config_sha256, weightsSha256: row.sha256 } : { dir: row.dir };
 
@@ -172,6 +180,33 @@ export class AdapterRegistry {
       // The same content may be another version's too (an adapter uploaded twice, or under two names).
       for (const blob of [row.sha256, row.config_sha256]) if (!(await this.store.blobInUse(blob))) await this.files.removeBlob(blob);
     }
+  }
+
+  /**
+   * Unloads from every healthy worker the adapter versions that are no longer live: deleted on any replica, or
+   * while a push or an unload was under way. Names the worker holds that are not versions of this registry
+   * (no `@N`, loaded by the worker's own `--adapter`) are left alone. Returns how many it unloaded.
+   */
+  async sweep(): Promise<number> {
+    let unloaded = 0;
+    for (const worker of this.router.healthyWorkers()) {
+      let held: string[];
+      try {
+        held = (await worker.client.listAdapters(SWEEP_TIMEOUT_MS)).map((a) => a.name);
+      } catch {
+        continue; // the health checks deal with a worker that does not answer
+      }
+      // Listed first, looked up after: whatever the worker held was pushed while live, so a version missing from
+      // the live rows now was deleted.
+      const versions = held.flatMap((name) => {
+        const parsed = parseWorkerName(name);
+        return parsed ? [{ name, owner: parsed.owner }] : [];
+      });
+      if (versions.length === 0) continue;
+      const live = new Set((await this.store.listFor([...new Set(versions.map((v) => v.owner))])).map(workerNameOf));
+      for (const { name } of versions) if (!live.has(name) && (await this.router.unload(worker, name))) unloaded++;
+    }
+    return unloaded;
   }
 
   /** Latest version of a shared adapter, for seeding at start. */

@@ -31,6 +31,10 @@ export class Router {
     return this.leastLoaded(holders.length > 0 ? holders : candidates);
   }
 
+  healthyWorkers(): Worker[] {
+    return this.pool.healthy();
+  }
+
   private leastLoaded(workers: Worker[]): Worker {
     // Ties rotate, so equally idle workers share the traffic.
     const start = this.turn++ % workers.length;
@@ -89,7 +93,25 @@ export class Router {
     }
   }
 
-  /** Best effort: drops a deleted adapter version from every worker that holds it. */
+  /**
+   * Unloads an adapter from one worker; true once the worker no longer holds it. An adapter still needed by
+   * requests waiting on that worker is refused (false): a later sweep tries again.
+   */
+  async unload(worker: Worker, workerName: string): Promise<boolean> {
+    try {
+      await worker.client.unloadAdapter(workerName, 10_000);
+    } catch (err) {
+      if (faultOf(err) !== 'missing_adapter') {
+        this.logger.debug({ worker: worker.address, adapter: workerName, err }, 'unload refused or failed; the next sweep tries again');
+        return false;
+      }
+    }
+    worker.adapters.delete(workerName);
+    return true;
+  }
+
+  /** Best effort, at once: drops a deleted adapter version from every worker known to hold it (the sweep,
+   *  `AdapterRegistry.sweep`, catches what this misses: a push still under way, a refused unload, another replica). */
   forget(workerName: string): void {
     for (const worker of this.pool.workers) {
       if (!worker.adapters.delete(workerName)) continue;
