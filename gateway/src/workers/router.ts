@@ -113,11 +113,6 @@ export class Router {
   /** Best effort, at once: drops a deleted adapter version from every worker known to hold it (the sweep,
    *  `AdapterRegistry.sweep`, catches what this misses: a push still under way, a refused unload, another replica). */
   forget(workerName: string): void {
-    for (const worker of this.pool.workers) {
-      if (!worker.adapters.delete(workerName)) continue;
-      worker.client.unloadAdapter(workerName, 10_000).catch((err: unknown) => {
-        this.logger.debug({ worker: worker.address, adapter: workerName, err }, 'unload after delete failed');
-      });
-    }
+    for (const worker of this.pool.workers) if (worker.adapters.has(workerName)) void this.unload(worker, workerName);
   }
 }
