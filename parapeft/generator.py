@@ -9,6 +9,8 @@ cost does not grow with a loop over adapters.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -149,7 +151,8 @@ class LayerGenerators(nn.Module):
             return None
         if row_slots is None:  # one adapter for the whole batch: its own small matmuls
             generator = self.adapters[names[0]]
-            x = inputs[generator.generator_input].float()
+            # the generator's own dtype: float32 as created, bf16 after the wrapper was cast (``.to(torch.bfloat16)``)
+            x = inputs[generator.generator_input].to(generator.down.weight.dtype)
             return split_vectors(generator(x, prompt_mask), generator.targets, generator.widths)
         generators = [self.adapters[n] if n in self.adapters else None for n in names]
         # Only the targets some adapter of the batch scales: the others keep a multiplier of exactly 1.
@@ -166,9 +169,10 @@ class LayerGenerators(nn.Module):
         slot = row_slots.clamp(min=0)
         adjusted = (row_slots >= 0).unsqueeze(-1)
         x = None
+        dtype = functools.reduce(torch.promote_types, (g.down.weight.dtype for g in active))
         for kind in sorted({g.generator_input for g in active}):
             rows = self._rows_with(generators, slot, lambda g: g.generator_input == kind).unsqueeze(-1)
-            value = inputs[kind].float()
+            value = inputs[kind].to(dtype)
             x = value if x is None else torch.where(rows, value, x)
         rank = max(g.down.out_features for g in active)
         zero_down = x.new_zeros(rank, self.hidden)

@@ -228,3 +228,21 @@ def test_beam_search_scores_match_teacher_forcing(arch):
     logits = teacher_forced_logits(para, rep_ids, rep_mask, generated, ["beta"] * 2 + ["alpha"] * 2)
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, generated.unsqueeze(-1)).squeeze(-1).sum(-1)
     torch.testing.assert_close(out.sequences_scores, logprobs, atol=1e-4, rtol=1e-4)
+
+
+def test_a_wrapper_cast_to_bf16_runs_its_generators_in_bf16():
+    """``para.to(torch.bfloat16)`` casts the generators too (as peft casts LoRA weights): they then read the layer
+    input in bf16, alone and in a mixed batch, and the logits stay those of the float32 wrapper to bf16 rounding."""
+    para = trained("llama", names=NAMES)
+    seqs = prompts([6, 9, 5])
+    rows = ["beta", BASE_ADAPTER, "alpha"]
+    ids, mask = pad_batch(seqs, "left")
+    with torch.no_grad():
+        reference = para(input_ids=ids, attention_mask=mask, position_ids=positions(mask), adapter_names=rows).logits
+        single = para(input_ids=ids).logits
+        para.to(torch.bfloat16)
+        assert next(para.layers.parameters()).dtype == torch.bfloat16
+        mixed = para(input_ids=ids, attention_mask=mask, position_ids=positions(mask), adapter_names=rows).logits
+        alone = para(input_ids=ids).logits
+    torch.testing.assert_close(mixed[mask.bool()].float(), reference[mask.bool()], atol=0.05, rtol=0.05)
+    torch.testing.assert_close(alone.float(), single, atol=0.05, rtol=0.05)
