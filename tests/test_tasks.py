@@ -412,6 +412,8 @@ def test_tidy_sql_keeps_literals_and_case():
         ("SELECT name FROM singer;", "SELECT name FROM singer"),
         ("```sql\nSELECT name\nFROM singer;\n```\nThis lists names.", "SELECT name\nFROM singer"),
         ("```sql\nSELECT name FROM singer", "SELECT name FROM singer"),  # cut off before the closing fence
+        ("```sqlite\nSELECT count(*) FROM singer\n```", "SELECT count(*) FROM singer"),
+        ("```SQLite SELECT name FROM singer```", "SELECT name FROM singer"),
         ("SQL: SELECT name FROM singer\n\nExplanation: ...", "SELECT name FROM singer"),
         ("SELECT 'a;b' FROM t; DROP TABLE t", "SELECT 'a;b' FROM t"),
     ],
@@ -514,6 +516,36 @@ def test_render_prompt_without_chat_template_uses_plain_fallback():
     )
     assert render_prompt(chat, tokenizer) == "Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\n2+2?\n\nAnswer:"
     assert render_response("yes", tokenizer) == " yes"  # "Answer: yes", as in ordinary text
+
+
+def test_a_base_model_s_beginning_of_sequence_token_comes_first_in_training_evaluation_and_generation():
+    """A tokenizer that puts <s> first (Llama-2, Mistral, Gemma base models) and has no chat template: the prompt's
+    ids start with it once wherever they are made, including after a long passage was cut; a chat template writes
+    its own special tokens, so nothing is added then."""
+    from tokenizers import processors
+
+    from parapeft.cli.generate import encode_prompt
+    from parapeft.tasks.truncation import fit_prompt
+    from parapeft.training.batching import encode_for_training
+
+    backend = Tokenizer(models.WordLevel({"[UNK]": 0, "<s>": 1, "</s>": 2, "hello": 3, "world": 4, "yes": 5,
+                                          "Answer": 6, ":": 7, "...": 8}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", bos_token="<s>", eos_token="</s>")
+    assert tokenizer("hello").input_ids == [1, 3]
+    example = Example(id="b", prompt="hello world", target="yes", answers=["yes"])
+    prompt = fit_prompt(tokenizer, example, 64).ids
+    assert prompt[0] == 1 and prompt.count(1) == 1
+    assert encode_for_training(tokenizer, example, 64).input_ids[: len(prompt)] == prompt
+    assert encode_prompt(tokenizer, render_prompt(example, tokenizer), None, raw=True)[0].tolist() == prompt
+    passage = " ".join(["hello world"] * 20)
+    long = Example(id="l", prompt=f"{passage} yes", target="yes", answers=["yes"], context=passage)
+    cut = fit_prompt(tokenizer, long, 12)
+    assert cut.cut_tokens > 0 and cut.ids[0] == 1 and cut.ids.count(1) == 1 and len(cut.ids) <= 12
+    tokenizer.chat_template = "{% for m in messages %}<s>{{ m.content }} {% endfor %}Answer :"
+    templated = fit_prompt(tokenizer, example, 64).ids
+    assert templated[0] == 1 and templated.count(1) == 1  # the template's own <s>, not a second one
 
 
 def test_render_prompt_uses_the_chat_template_when_set():

@@ -53,7 +53,7 @@ def mixed_batch(model_name: str, trained: Path, adapters_root: Path) -> None:
     """One generate call whose rows use different adapters (and the bare backbone)."""
     from ..backbones import load_base_model
     from ..model import BASE_ADAPTER, ParaModel
-    from ..tasks import get_task, render_prompt
+    from ..tasks import get_task, prompt_token_ids, render_prompt
     from ..training.batching import left_pad
 
     model, tokenizer = load_base_model(model_name)
@@ -67,7 +67,7 @@ def mixed_batch(model_name: str, trained: Path, adapters_root: Path) -> None:
     if not committed:
         print(f"(no committed adapters under {adapters_root / model_name}; showing the trained one and the bare model)")
     examples = [get_task(task).examples("dev", limit=1)[0] for _, task in rows]
-    prompts = [tokenizer(render_prompt(e, tokenizer), add_special_tokens=False).input_ids for e in examples]
+    prompts = [prompt_token_ids(tokenizer, render_prompt(e, tokenizer)) for e in examples]
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     started = time.perf_counter()
     out = para.generate(input_ids=ids, attention_mask=mask, adapter_names=[name for name, _ in rows],

@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+from ..tasks import prompt_token_ids
+
 DEFAULT_MODEL = "smollm2-135m"
 
 
@@ -33,8 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def encode_prompt(tokenizer, prompt: str, system: str | None, raw: bool) -> torch.Tensor:
     """Token ids for the prompt: chat-templated for models that have a template, plain text otherwise."""
-    if raw or not tokenizer.chat_template:
-        return tokenizer(prompt, return_tensors="pt").input_ids
+    if raw or not tokenizer.chat_template:  # the text as is, with the tokenizer's leading special token (as training)
+        return torch.tensor([prompt_token_ids(tokenizer, prompt, templated=False)])
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids

@@ -17,6 +17,7 @@ import torch
 
 from ..config import CONFIG_NAME, WEIGHTS_NAME
 from ..model import BASE_ADAPTER
+from ..tasks import prompt_token_ids
 from .config import EngineConfig
 from .engine import Engine
 from .errors import BadRequest, EngineStopped
@@ -82,7 +83,8 @@ class EngineService:
                 raise BadRequest("chat messages need roles system, user or assistant")
             text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
             return self.tokenizer(text, add_special_tokens=False).input_ids
-        return self.tokenizer(prompt or "", add_special_tokens=False).input_ids
+        # raw text: with the tokenizer's own leading special token, as training gives a model without a chat template
+        return prompt_token_ids(self.tokenizer, prompt or "", templated=False)
 
     def submit(self, prompt_ids: list[int], adapter: str, sampling: SamplingParams, stop: list[str]) -> _Stream:
         with self.lock:

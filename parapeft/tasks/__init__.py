@@ -9,7 +9,7 @@ goes through ``task.parse`` and the predictions through ``task.score``. See
 from .base import Example, FileTask, Task
 from .datafiles import DATA_ENV, DEFAULT_DATA
 from .errors import DataNotFoundError, MalformedDataError, UnknownSplitError, UnknownTaskError
-from .prompting import render_prompt, render_response
+from .prompting import prompt_token_ids, render_prompt, render_response
 from .registry import TASKS, get_task
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "UnknownSplitError",
     "UnknownTaskError",
     "get_task",
+    "prompt_token_ids",
     "render_prompt",
     "render_response",
 ]

@@ -16,6 +16,24 @@ if TYPE_CHECKING:
 FALLBACK_CUE = "Answer:"
 
 
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, text: str, templated: bool | None = None) -> list[int]:
+    """Token ids of a rendered prompt (:func:`render_prompt`; ``templated``: whether the text came from the chat
+    template, by default whether the tokenizer has one; False for raw text).
+
+    A chat template writes the special tokens it wants (its beginning-of-sequence token among them) into the
+    text, so nothing is added. A plain prompt gets the beginning-of-sequence token the tokenizer itself puts
+    first (``tokenizer(text)`` does; Llama-2, Mistral and Gemma base models expect it), so that training,
+    evaluation and ``para generate`` give such a model the same ids; nothing is added at the end, where the
+    response follows.
+    """
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if has_chat_template(tokenizer) if templated is None else templated:
+        return ids
+    bos = tokenizer.bos_token_id
+    starts_with_bos = bos is not None and tokenizer("", add_special_tokens=True).input_ids[:1] == [bos]
+    return [bos] + ids if starts_with_bos and ids[:1] != [bos] else ids
+
+
 def has_chat_template(tokenizer: PreTrainedTokenizerBase | None) -> TypeGuard[PreTrainedTokenizerBase]:
     """Whether prompts for this tokenizer go through its chat template (instruct models) or the plain fallback."""
     return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))

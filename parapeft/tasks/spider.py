@@ -13,7 +13,8 @@ from .scoring import check_aligned
 from .sql_normalise import first_statement, normalise_sql, tidy_sql
 
 TABLES = "tables.json"
-_FENCED = re.compile(r"```(?:sql|sqlite)?[ \t]*\n?(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
+# the longer language tag first: `sql` alone would take the start of "sqlite" and leave "ite" in the query
+_FENCED = re.compile(r"```(?:sqlite|sql)?[ \t]*\n?(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
 _LABEL = re.compile(r"^\s*(?:sql(?:ite)?(?:\s+query)?|query|answer)\s*:\s*", re.IGNORECASE)
 
 

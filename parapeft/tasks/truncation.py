@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .base import Example
-from .prompting import render_prompt
+from .prompting import prompt_token_ids, render_prompt
 
 CUT_MARK = " ..."
 
@@ -29,7 +29,7 @@ class FittedPrompt:
 
 
 def prompt_ids(tokenizer, example: Example) -> list[int]:
-    return tokenizer(render_prompt(example, tokenizer), add_special_tokens=False).input_ids
+    return prompt_token_ids(tokenizer, render_prompt(example, tokenizer))
 
 
 def fit_prompt(tokenizer, example: Example, limit: int) -> FittedPrompt:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..tasks import Example, render_prompt, render_response
+from ..tasks import Example, prompt_token_ids, render_prompt, render_response
 
 
 class PromptTooLongError(ValueError):
@@ -34,7 +34,7 @@ def encode_response(tokenizer, text: str) -> list[int]:
 
 
 def encode_prompt(tokenizer, example: Example, max_length: int) -> list[int]:
-    ids = tokenizer(render_prompt(example, tokenizer), add_special_tokens=False).input_ids
+    ids = prompt_token_ids(tokenizer, render_prompt(example, tokenizer))
     if len(ids) >= max_length:
         raise PromptTooLongError(f"example {example.id}: the prompt has {len(ids)} tokens, the limit is {max_length - 1}")
     return ids
