@@ -25,6 +25,7 @@ from parapeft.backbones import (
     FetchError,
     IntegrityError,
     UnknownModelError,
+    UnsafeWeightsError,
     default_cache_dir,
     load_base_model,
     resolve_model,
@@ -152,6 +153,22 @@ def test_local_hf_directory_loads_unchanged(tmp_path: Path, hub_offline: None, n
     ids = tokenizer("the lazy fox", return_tensors="pt").input_ids
     assert tokenizer.decode(ids[0]) == "the lazy fox"
     assert model(ids).logits.shape == (1, ids.shape[1], len(tokenizer))
+
+
+def test_a_directory_with_only_pickled_weights_is_refused_unread(tmp_path: Path, hub_offline: None, no_pip: None,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights only as pytorch_model.bin: refused by name, and torch.load is never called on them."""
+    from safetensors.torch import load_file
+
+    save_tiny_checkpoint(tmp_path, ["the quick brown fox"] * 20, chat=False)
+    state = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    unpickled = []
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: unpickled.append(args))
+    with pytest.raises(UnsafeWeightsError, match="pickled .bin"):
+        load_base_model(str(tmp_path))
+    assert unpickled == []
 
 
 # --------------------------------------------------------------------------- real SmolLM2 (slow)

@@ -2,7 +2,7 @@
 
 from .cache import default_cache_dir
 from .integrity import IntegrityError
-from .load import DEFAULT_MODEL, UnknownModelError, load_base_model, resolve_model
+from .load import DEFAULT_MODEL, UnknownModelError, UnsafeWeightsError, load_base_model, resolve_model
 from .registry import NAMED_MODELS, NamedModel
 from .wheel_fetch import FetchError
 
@@ -13,6 +13,7 @@ __all__ = [
     "IntegrityError",
     "NamedModel",
     "UnknownModelError",
+    "UnsafeWeightsError",
     "default_cache_dir",
     "load_base_model",
     "resolve_model",

@@ -31,6 +31,10 @@ def resolve_model(name_or_path: str, cache_dir: str | os.PathLike[str] | None = 
     return str(ensure_named_model(spec, cache_dir)) if spec is not None else name_or_path
 
 
+class UnsafeWeightsError(ValueError):
+    """A checkpoint whose weights exist only in a pickle-based format."""
+
+
 def load_base_model(
     name_or_path: str = DEFAULT_MODEL,
     dtype: torch.dtype = torch.float32,
@@ -48,6 +52,9 @@ def load_base_model(
     local = Path(source).expanduser()
     kwargs: dict[str, Any]
     if local.is_dir():
+        if not any(local.glob("*.safetensors")) and any(local.glob("*.bin")):
+            raise UnsafeWeightsError(f"{local} holds its weights only as pickled .bin files, which are never loaded "
+                                     "(unpickling runs code); convert them to safetensors first")
         kwargs = {"pretrained_model_name_or_path": str(local), "local_files_only": True}
     elif local.is_file():
         if local.suffix != ".gguf":
@@ -75,4 +82,7 @@ def load_base_model(
 
 
 def _load(kwargs: dict[str, Any], dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    return AutoTokenizer.from_pretrained(**kwargs), AutoModelForCausalLM.from_pretrained(**kwargs, dtype=dtype)
+    # Weights from safetensors (or GGUF) only: a checkpoint with nothing but pickled .bin files is refused, never
+    # unpickled (torch.load's weights_only narrows what a pickle can do, but it is still a pickle).
+    weights = {} if "gguf_file" in kwargs else {"use_safetensors": True}
+    return AutoTokenizer.from_pretrained(**kwargs), AutoModelForCausalLM.from_pretrained(**kwargs, **weights, dtype=dtype)
