@@ -170,6 +170,9 @@ class ParaConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ParaConfig":
         data = dict(data)
+        if "peft_type" in data and str(data["peft_type"]).upper() != PEFT_TYPE:  # before its keys are judged
+            raise ValueError(f"not a PARA adapter config (peft_type={data['peft_type']!r}); a LoRA adapter is served "
+                             "by the engine or loaded with peft")
         generic = {key: data.pop(key) for key in PEFT_GENERIC_KEYS if key in data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

@@ -48,6 +48,20 @@ def adapter_shapes(config: ParaConfig, dims: dict[str, int], head_dim: int | Non
     return shapes
 
 
+def _refuse_packed_rows(attention_mask: torch.Tensor, position_ids: torch.Tensor | None) -> None:
+    """Refuse rows that pack several sequences (TRL's ``packing`` or ``padding_free``: positions that start again
+    inside a row). PARA pools one prompt per row, so the sequences of a packed row would share one set of vectors."""
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[-1] < 2:
+        return
+    positions = position_ids.expand(attention_mask.shape[0], -1)
+    real = attention_mask.bool()
+    restart = (positions[:, 1:] <= positions[:, :-1]) & real[:, 1:] & real[:, :-1]  # padding may sit anywhere
+    if bool(restart.any()):
+        raise ValueError("a row packs several sequences (its position_ids start again inside it): PARA computes "
+                         "one set of vectors per row from that row's prompt, so packed or padding-free batches are "
+                         "not supported; give one example per row (TRL: packing=False, padding_free=False)")
+
+
 class ParaModel(PeftCompatible):
     """Wraps a supported causal LM: backbone frozen, PARA generators in every (chosen) layer.
 
@@ -504,6 +518,8 @@ class ParaModel(PeftCompatible):
                 )
             else:
                 prompt = torch.ones_like(attention_mask)
+        if mode == COMPUTE:
+            _refuse_packed_rows(attention_mask, kwargs.get("position_ids"))
         if adapter_names is None:
             adapter_names = self._disabled_names(batch)
         self._prepare(batch, attention_mask, prompt, adapter_names, mode)

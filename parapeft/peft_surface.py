@@ -72,6 +72,20 @@ class PeftCompatible(PeftModel):
         finally:
             self.__dict__["_adapters_disabled"] = previous
 
+    def disable_adapters(self) -> None:
+        """Run the bare backbone until ``enable_adapters()`` (transformers' adapter toggles; ``disable_adapter()``
+        is the context-manager form)."""
+        self.__dict__["_adapters_disabled"] = True
+
+    def enable_adapters(self) -> None:
+        self.__dict__["_adapters_disabled"] = False
+
+    def get_adapter_state_dict(self, adapter_name: str | None = None, state_dict=None) -> dict[str, Any]:
+        """transformers' name for ``adapter_state_dict`` (the tensors ``save_pretrained`` writes)."""
+        if state_dict is not None:
+            _refuse("get_adapter_state_dict(state_dict=...)", "the adapter's tensors come from the model itself")
+        return self.adapter_state_dict(adapter_name)  # type: ignore[attr-defined]
+
     def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
         return False
 
@@ -99,5 +113,14 @@ class PeftCompatible(PeftModel):
         _refuse("create_or_update_model_card", "save_pretrained writes the adapter's model card")
 
     def merge_and_unload(self, *args, **kwargs):
-        _refuse("merge_and_unload", "PARA's vectors depend on each prompt, so they cannot be merged into weights; "
-                "unload() gives back the unchanged backbone")
+        _refuse("merge_and_unload", _UNMERGEABLE)
+
+    def merge_adapter(self, *args, **kwargs):
+        _refuse("merge_adapter", _UNMERGEABLE)
+
+    def unmerge_adapter(self, *args, **kwargs):
+        _refuse("unmerge_adapter", "nothing is ever merged (" + _UNMERGEABLE + ")")
+
+
+_UNMERGEABLE = ("PARA's vectors depend on each prompt, so they cannot be merged into weights; unload() gives back the "
+                "unchanged backbone")

@@ -109,3 +109,44 @@ def test_rows_without_prompt_and_wrong_adapter_lists_are_rejected():
         para(input_ids=ids, adapter_names=["default"])
     with pytest.raises(KeyError, match="unknown adapter 'nope'"):
         para(input_ids=ids, adapter_names=["default", "nope"])
+
+
+def test_a_lora_config_read_as_para_names_its_peft_type():
+    lora = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"], "alpha_pattern": {}}
+    with pytest.raises(ValueError, match="not a PARA adapter config \\(peft_type='LORA'\\)"):
+        ParaConfig.from_dict(lora)
+
+
+def test_peft_s_adapter_toggles_work_and_its_merges_are_refused_by_name():
+    from parapeft.peft_surface import NotSupportedForParaError
+    from tiny_models import randomize_adapter
+
+    base = tiny_model("llama")
+    ids = torch.randint(3, 90, (1, 6))
+    with torch.no_grad():
+        bare = base(input_ids=ids).logits
+    para = get_para_model(base, ParaConfig(r=4))
+    randomize_adapter(para, "default", 1)
+    with torch.no_grad():
+        adapted = para(input_ids=ids).logits
+        para.disable_adapters()
+        assert torch.equal(para(input_ids=ids).logits, bare)
+        para.enable_adapters()
+        assert torch.equal(para(input_ids=ids).logits, adapted) and not torch.equal(adapted, bare)
+    state = para.get_adapter_state_dict()
+    assert state.keys() == para.adapter_state_dict("default").keys()
+    for name in ("merge_and_unload", "merge_adapter", "unmerge_adapter"):
+        with pytest.raises(NotSupportedForParaError, match=f"ParaModel.{name} is not supported"):
+            getattr(para, name)()
+
+
+def test_a_row_that_packs_several_sequences_is_refused():
+    """TRL's packing / padding_free put several examples in one row, their positions starting again: PARA would
+    pool them into one prompt's vectors. Left padding, whose padded positions repeat, is not packing."""
+    para = get_para_model(tiny_model("llama"), ParaConfig(r=4))
+    ids = torch.randint(3, 90, (1, 6))
+    with pytest.raises(ValueError, match="packs several sequences"):
+        para(input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1]])
+    para(input_ids=ids, attention_mask=mask, position_ids=torch.tensor([[1, 1, 0, 1, 2, 3]]))  # HF's left padding
+    para(input_ids=ids, position_ids=torch.arange(6).unsqueeze(0))

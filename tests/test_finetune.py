@@ -40,7 +40,8 @@ def losses(out):
 
 @pytest.mark.parametrize("method", ["para", "lora", "ia3", "dora"])
 def test_training_lowers_the_loss_and_keeps_the_best_adapter(tiny_dir, tmp_path, method):
-    summary = train(args_for(tiny_dir, tmp_path, method=method, lr=5e-2 if method == "ia3" else 2e-2))
+    summary = train(args_for(tiny_dir, tmp_path, method=method, lr=5e-2 if method == "ia3" else 2e-2,
+                             dropout=0.0 if method == "ia3" else 0.1))
     curve = losses(tmp_path)
     assert len(curve) == 8
     assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, curve
@@ -71,6 +72,17 @@ def test_a_variant_trains_saves_and_records_its_settings(tiny_dir, tmp_path, met
         assert sorted(saved["target_modules"]) == ["q_proj", "up_proj", "v_proj"]
     recorded = json.loads((tmp_path / "run_config.json").read_text())
     assert recorded["budget_target"] == count_on_meta(AutoConfig.from_pretrained(tiny_dir), "para", 4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(method="ia3"), "--dropout applies to PARA, LoRA and DoRA"),  # args_for sets dropout 0.1
+    (dict(task="squad", select_by="loglik"), "needs candidate answers"),
+    (dict(evals=0, eval_every=None), "--evals must be at least 1"),
+])
+def test_settings_a_run_cannot_honour_are_refused_before_it_trains(tiny_dir, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train(args_for(tiny_dir, tmp_path, **overrides))
+    assert not (tmp_path / "metrics.jsonl").exists()
 
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_dir, tmp_path):

@@ -184,6 +184,10 @@ def train(args: TrainArgs) -> dict:
         raise ValueError(f"--{'/--'.join(flags)} apply to PARA only")
     if args.method == "ia3" and (args.up_lr_ratio != 1.0 or args.down_init_scale != 1.0):
         raise ValueError("--up-lr-ratio and --down-init-scale apply to PARA, LoRA and DoRA (IA3 has one vector)")
+    if args.method == "ia3" and args.dropout:
+        raise ValueError("--dropout applies to PARA, LoRA and DoRA (peft's IA3 has no dropout)")
+    if args.evals < 1 and not args.eval_every:
+        raise ValueError("--evals must be at least 1 (or give --eval-every)")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise FileExistsError(f"{out} is not empty; pass --resume to continue that run or choose another --out")
@@ -193,6 +197,8 @@ def train(args: TrainArgs) -> dict:
     task = get_task(args.task)
     train_examples = task.examples("train", args.data, limit=args.train_limit)
     dev_examples = task.examples("dev", args.data, limit=args.eval_limit)
+    if args.select_by == "loglik" and any(e.choices is None for e in dev_examples):
+        raise ValueError(f"--select-by loglik needs candidate answers, which {args.task} has not; use --select-by metric")
     model, tokenizer = load_base_model(args.model)
     rank, budget_target = _resolve_rank(args, model.config)
     torch.manual_seed(args.seed)  # the adapter's initial weights depend on the seed alone
