@@ -422,3 +422,10 @@ def test_a_service_that_launches_steps_ahead_streams_what_one_step_at_a_time_str
     assert ahead == 0 and ahead_with_overlap > 0
     assert got == expected
     assert {reason for _, _, reason, _ in expected} == {"length", "stop"}
+
+
+def test_a_worker_refuses_a_port_another_server_holds(served):
+    """gRPC would share the port (SO_REUSEPORT) and split connections between two engines: binding fails instead."""
+    _, service, port = served
+    with pytest.raises(RuntimeError):
+        serve(service, port)

@@ -135,6 +135,17 @@ describe('para chat, bench, admin against it', () => {
     expect([1, 2, 3, 4].map((i) => byTenant[`bench-0${i}`])).toEqual([12, 12, 12, 12]);
     const keys = await fetch(`${serve.url}/admin/v1/tenants/bench-01/keys`, { headers: { authorization: `Bearer ${serve.operatorKey}` } });
     expect(((await keys.json()) as { data: unknown[] }).data).toEqual([]);
+
+    // A bench tenant whose limits were lowered since gets the bench's back: the run measures serving, not them.
+    const lowered = await fetch(`${serve.url}/admin/v1/tenants/bench-01`, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${serve.operatorKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ rpm: 1 }),
+    });
+    expect(lowered.status).toBe(200);
+    const again = await runCli(['bench', '--url', serve.url, '--key', serve.operatorKey, '--tenants', '1', '--requests', '6', '--max-tokens', '2']);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/errors 0/);
   });
 
   it('admin creates a tenant and a key, uploads an adapter for it, and lists them', async () => {

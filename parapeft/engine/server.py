@@ -164,7 +164,10 @@ def serve(service: EngineService, port: int, host: str = "127.0.0.1", threads: i
     """Start the server; returns it and the bound port (pass port 0 for a free one)."""
     # Adapters may come inline in LoadAdapter: allow messages as large as the gateway's upload limit.
     limits = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=limits)
+    # gRPC turns SO_REUSEPORT on by default: a worker started again on its old port would then share it with any
+    # server that took the port meanwhile, and connections would be split between two engines. Refuse instead.
+    options = limits + [("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=options)
     pb_grpc.add_EngineServicer_to_server(EngineServicer(service), server)
     # The standard health service beside our own Health, for orchestrators' probes (grpc_health_probe,
     # Kubernetes' grpc probes): "" and the engine's service name are SERVING while the worker serves.

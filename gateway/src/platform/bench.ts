@@ -89,19 +89,29 @@ export interface BenchReport {
   latency_ms: { ttft: Summary; total: Summary };
 }
 
+/** The bench tenants, each with a fresh key; if any step fails, the keys already made are deleted first. */
 async function prepareTenants(admin: ParaClient, count: number): Promise<{ name: string; key: string; keyId: string }[]> {
   const names = Array.from({ length: count }, (_, i) => `bench-${String(i + 1).padStart(2, '0')}`);
-  return Promise.all(
+  const made = await Promise.allSettled(
     names.map(async (name) => {
       try {
         await admin.tenants.create({ name, ...BENCH_LIMITS });
       } catch (err) {
-        if (!(err instanceof ParaApiError && err.status === 409)) throw err; // 409: made by an earlier run
+        if (!(err instanceof ParaApiError && err.status === 409)) throw err;
+        // made by an earlier run, whose limits may since have been lowered: the run measures serving, not them
+        await admin.tenants.setLimits(name, BENCH_LIMITS);
       }
       const key = await admin.keys.create(name);
       return { name, key: key.key, keyId: key.id };
     }),
   );
+  const tenants = made.flatMap((m) => (m.status === 'fulfilled' ? [m.value] : []));
+  const failed = made.find((m): m is PromiseRejectedResult => m.status === 'rejected');
+  if (failed) {
+    await Promise.allSettled(tenants.map((t) => admin.keys.delete(t.keyId)));
+    throw failed.reason;
+  }
+  return tenants;
 }
 
 async function defaultModels(admin: ParaClient): Promise<string[]> {
