@@ -19,6 +19,8 @@ Options:
   --backbone NAME          the backbone's name shown in /v1/models and the overview
   --shared-adapter NAME=DIR  register a shared adapter from a directory at start; repeatable
   --health-interval-ms N   how often workers are health-checked (default 2000)
+  --adapter-sweep-ms N     how often workers' adapters are compared with the registry, and versions deleted
+                           meanwhile (on any replica) unloaded (default 30000)
   --log-level LEVEL        fatal, error, warn, info (default), debug, trace or silent
   --help                   show this help
 `;
@@ -41,6 +43,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
       backbone: { type: 'string' },
       'shared-adapter': { type: 'string', multiple: true },
       'health-interval-ms': { type: 'string' },
+      'adapter-sweep-ms': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -67,6 +70,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
     backbone: values.backbone,
     sharedAdapters,
     healthIntervalMs: integer('health-interval-ms', values['health-interval-ms']),
+    adapterSweepMs: integer('adapter-sweep-ms', values['adapter-sweep-ms']),
     logLevel: values['log-level'] as GatewayOptions['logLevel'],
   };
   // Leave unset options out, so the schema's defaults apply.

@@ -10,11 +10,12 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { EngineClient } from '../src/workers/client.js';
 import { loadEngineService } from '../src/workers/proto.js';
-import { type EngineWorker, startWorker } from './helpers/engine.js';
+import { type EngineWorker, adaptersDirect, loadDirect, startWorker } from './helpers/engine.js';
 import { postJson, readSse, tenantClient } from './helpers/gateway.js';
 import { REPO_ROOT } from './helpers/paths.js';
 import { freshDatabase } from './helpers/postgres.js';
 import { type Replica, startReplica } from './helpers/replica.js';
+import { until } from './helpers/wait.js';
 
 const tiny = inject('tinyDir');
 const model = join(tiny, 'model');
@@ -25,7 +26,7 @@ let b: Replica;
 let dbUrl: string;
 const dataDir = mkdtempSync(join(tmpdir(), 'para-replicas-'));
 
-const replicaArgs = () => ['--db', dbUrl, '--data-dir', dataDir, '--health-interval-ms', '300', '--backbone', 'tiny', ...workers.flatMap((w) => ['--worker', w.address])];
+const replicaArgs = () => ['--db', dbUrl, '--data-dir', dataDir, '--health-interval-ms', '300', '--adapter-sweep-ms', '500', '--backbone', 'tiny', ...workers.flatMap((w) => ['--worker', w.address])];
 
 async function waitHealthy(replica: Replica) {
   const end = Date.now() + 30_000;
@@ -111,9 +112,16 @@ describe('two replicas on one PostgreSQL', () => {
     const bare = await postJson(b.url, '/v1/chat/completions', key, { ...chat, model: 'base' });
     expect(viaB.body.choices[0].message.content).not.toBe(bare.body.choices[0].message.content);
     // Deleted through B: gone for A too, and its blobs with it (no other version uses them).
+    await Promise.all(workers.map((w) => loadDirect(w.address, 'direct-beta', join(tiny, 'adapters', 'beta'))));
+    const holders = async () => (await Promise.all(workers.map((w) => adaptersDirect(w.address)))).filter((names) => names.includes('uploader/helper@1'));
+    expect((await holders()).length).toBeGreaterThan(0);
     await tenantClient(b.url, key).adapters.delete('uploader/helper');
     expect((await postJson(a.url, '/v1/chat/completions', key, chat)).status).toBe(404);
     expect(existsSync(join(dataDir, 'blobs', uploaded.sha256))).toBe(false);
+    // And off every worker, also one that only A had pushed it to (A's sweep finds it no longer live), while a
+    // name a worker loaded itself stays.
+    await until(async () => (await holders()).length === 0, 10_000, 'the deleted version unloaded from every worker');
+    for (const w of workers) expect(await adaptersDirect(w.address)).toContain('direct-beta');
   });
 
   it('fails only the killed replica\'s in-flight requests, and leaves nothing half-written', async () => {

@@ -134,3 +134,13 @@ export async function statsDirect(address: string) {
     client.close();
   }
 }
+
+/** The adapter names a worker holds, read directly. */
+export async function adaptersDirect(address: string): Promise<string[]> {
+  const client = new EngineClient(address, loadEngineService(`${REPO_ROOT}proto/engine.proto`));
+  try {
+    return (await client.listAdapters(10_000)).map((a) => a.name);
+  } finally {
+    client.close();
+  }
+}
