@@ -98,6 +98,8 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_dir, tmp_
     assert losses(whole) == losses(parts)
     with pytest.raises(FileExistsError, match="not empty"):
         train(args_for(tiny_dir, parts))
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.02 -> 0.05\)"):  # not someone else's checkpoint
+        train(args_for(tiny_dir, parts, resume=True, lr=5e-2))
 
 
 def test_saved_best_adapter_reloads_with_its_recorded_dev_metric(tiny_dir, tmp_path):

@@ -73,6 +73,7 @@ VARIANTS = {
     "lora-qvu": {"method": "lora", "variant": {"targets": ["q", "v", "up"]}, "flags": ["--targets", "q,v,up"]},
 }
 SMOKE = {"max_steps": 2, "train_limit": 8, "eval_limit": 4, "dev_limit": 4, "batch_size": 4}
+DEFAULT_MODEL, DEFAULT_RANK = "smollm2-135m", 12  # the committed study's settings
 
 
 def environment() -> dict:
@@ -100,13 +101,24 @@ class Study:
 
     # ---------------------------------------------------------------- records
     def key(self, job: dict) -> str:
-        return "|".join(str(job.get(k)) for k in ("stage", "task", "method", "seed", "lr", "pooler", "rank"))
+        """What tells runs apart. The settings the committed study ran with leave the key as it always was; any
+        other model, rank or a smoke run adds to it, so such a run never counts as one of the study's."""
+        key = "|".join(str(job.get(k)) for k in ("stage", "task", "method", "seed", "lr", "pooler", "rank"))
+        return key + self.settings_suffix(job, "|")
+
+    def settings_suffix(self, job: dict, separator: str) -> str:
+        a = self.args
+        extra = [f"model={a.model}"] if a.model != DEFAULT_MODEL else []
+        extra += [f"r={a.rank}"] if a.rank != DEFAULT_RANK and job.get("rank") is None else []
+        extra += ["smoke"] if a.smoke else []
+        return "".join(separator + item for item in extra)
 
     def done(self, job: dict) -> dict | None:
         return next((r for r in self.runs if r["key"] == self.key(job)), None)
 
     def record(self, row: dict) -> None:
         with self.lock:
+            self.results_path.parent.mkdir(parents=True, exist_ok=True)
             self.runs = [r for r in self.runs if r["key"] != row["key"]] + [row]
             tmp = self.results_path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"runs": self.runs}, indent=1) + "\n")
@@ -119,7 +131,7 @@ class Study:
     def run_dir(self, job: dict) -> Path:
         name = "-".join(str(job[k]) for k in ("stage", "task", "method") if job.get(k) is not None)
         extra = "-".join(f"{k}{job[k]}" for k in ("seed", "lr", "pooler", "rank") if job.get(k) is not None)
-        return Path(self.args.runs) / f"{name}-{extra}"
+        return Path(self.args.runs) / f"{name}-{extra}{self.settings_suffix(job, '-').replace('=', '').replace('/', '_')}"
 
     def execute(self, job: dict, gpu: int | None) -> dict:
         a, out = self.args, self.run_dir(job)
@@ -293,7 +305,8 @@ class Study:
                     and not r.get("smoke")]
         return max(recorded) if recorded else 60.0 * SCHEDULE[job["task"]]["minutes"]
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Runs what is not done yet; returns how many runs failed or were left for later."""
         a = self.args
         started = time.monotonic()
         pending = self.initial_jobs()
@@ -301,7 +314,7 @@ class Study:
             pending += [j for j in self.follow_ups(row) if j not in pending]
         gpus = a.gpus or 0
         load = {gpu: 0 for gpu in range(gpus)}  # runs in flight per GPU
-        failures = 0
+        failures = deferred = 0
         with ThreadPoolExecutor(a.workers) as pool:
             running: dict = {}
             while pending or running:
@@ -314,6 +327,7 @@ class Study:
                     if self.done(job):
                         continue
                     if a.deadline and time.monotonic() - started + self.expected_seconds(job) > a.deadline:
+                        deferred += 1
                         continue
                     gpu = min(load, key=load.get) if gpus else None
                     if gpu is not None:
@@ -339,17 +353,19 @@ class Study:
                     in_flight = [j for j, _ in running.values()]
                     pending = [j for j in self.follow_ups(row)
                                if not self.done(j) and j not in pending and j not in in_flight] + pending
-        print(f"{len(self.runs)} runs recorded in {self.results_path}, {failures} failed", flush=True)
+        print(f"{len(self.runs)} runs recorded in {self.results_path}, {failures} failed, {deferred} left for the "
+              "next invocation (--deadline)", flush=True)
+        return failures + deferred
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--lrs", nargs="+", type=float, default=[3e-4, 1e-3, 3e-3, 1e-2])
-    parser.add_argument("--rank", type=int, default=12, help="PARA's r; baselines are budget-matched to it")
+    parser.add_argument("--rank", type=int, default=DEFAULT_RANK, help="PARA's r; baselines are budget-matched to it")
     parser.add_argument("--ablation-tasks", nargs="+", default=["copa", "boolq"])
     parser.add_argument("--ablation-ranks", nargs="+", type=int, default=[4, 32])
     parser.add_argument("--stages", nargs="+", default=["base", "sweep", "seeds", "ablation"],
@@ -371,10 +387,17 @@ def main() -> None:
                         help="spread the runs over this many GPUs (CUDA_VISIBLE_DEVICES per run); 0: leave it alone")
     parser.add_argument("--deadline", type=float, default=0,
                         help="seconds: start no run expected to end later (for time-limited GPU jobs); 0: none")
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "study"), help="directory for run outputs")
-    parser.add_argument("--results", default=str(HERE / "results.json"))
+    parser.add_argument("--runs", default=None, help="directory for run outputs (default: runs/study, with --smoke "
+                        "runs/study-smoke)")
+    parser.add_argument("--results", default=None, help="the results file (default: the committed results.json, "
+                        "with --smoke runs/study-smoke/results.json, so that a check never mixes with the study)")
     parser.add_argument("--smoke", action="store_true", help="two steps per run on a few examples: checks the pipeline")
-    Study(parser.parse_args()).run()
+    args = parser.parse_args()
+    runs = ROOT / "runs" / ("study-smoke" if args.smoke else "study")
+    args.runs = args.runs or str(runs)
+    args.results = args.results or str(runs / "results.json" if args.smoke else HERE / "results.json")
+    # exit 1 when a run failed or was left for later, so that a job wrapper knows another pass is needed
+    sys.exit(1 if Study(args).run() else 0)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,26 @@ def _precision(args: TrainArgs) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
+# What may change when a run is resumed; any other setting makes it another run.
+RESUMABLE_CHANGES = {"resume", "stop_after", "progress"}
+
+
+def _check_same_run(out: Path, args: TrainArgs) -> None:
+    """Refuse to resume a run made with other settings: its checkpoint and best score would be taken as this one's."""
+    recorded_path = out / "run_config.json"
+    if not recorded_path.is_file():
+        return
+    record = json.loads(recorded_path.read_text())
+    # the settings as given ("requested"; a record from before it: its fields, but rank, which it holds resolved)
+    recorded = record.get("requested") or {k: v for k, v in record.items() if k != "rank"}
+    wanted = json.loads(json.dumps(asdict(args)))
+    changed = sorted(k for k, v in wanted.items() if k not in RESUMABLE_CHANGES and k in recorded and recorded[k] != v)
+    if changed:
+        listed = ", ".join(f"{k}: {recorded[k]!r} -> {wanted[k]!r}" for k in changed)
+        raise ValueError(f"{out} holds a run made with other settings ({listed}); resume it with its own settings "
+                         "or choose another --out")
+
+
 def train(args: TrainArgs) -> dict:
     from ..backbones import load_base_model
     from ..evaluation import evaluate
@@ -191,6 +211,8 @@ def train(args: TrainArgs) -> dict:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise FileExistsError(f"{out} is not empty; pass --resume to continue that run or choose another --out")
+    if args.resume:
+        _check_same_run(out, args)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
@@ -258,7 +280,7 @@ def train(args: TrainArgs) -> dict:
     resume_from = get_last_checkpoint(str(out / CHECKPOINTS)) if args.resume and (out / CHECKPOINTS).is_dir() else None
     config_record = {**asdict(args), "rank": rank, "budget_target": budget_target, "trainable_params": n_trainable,
                      "train_examples": len(encoded), "skipped_too_long": skipped, "total_steps": total_steps,
-                     "mixed_precision": mixed, "processes": training_args.world_size}
+                     "mixed_precision": mixed, "processes": training_args.world_size, "requested": asdict(args)}
     if is_main:
         (out / "run_config.json").write_text(json.dumps(config_record, indent=2) + "\n")
     run_log.restore(resume_from)
