@@ -17,7 +17,7 @@ help:
 # torch==2.13.0 is pinned in constraints.txt; on this CPU machine pip takes the local CPU build.
 $(BIN)/para: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q pip==26.3  # pinned like everything else: a new pip must not change an install silently
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
