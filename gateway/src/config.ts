@@ -33,7 +33,11 @@ export const gatewayOptionsSchema = z.object({
    */
   dataDir: z.string().default('para-data'),
   /** Unset: only tenant keys work and the admin API is closed. */
-  operatorKey: z.string().min(16, 'the operator key needs at least 16 characters').optional(),
+  operatorKey: z
+    .string()
+    .min(16, 'the operator key needs at least 16 characters')
+    .refine((key) => !key.startsWith('replace-with'), 'the operator key is still the placeholder of deploy/systemd/gateway.env: put your own')
+    .optional(),
   /** The backbone's name as reported in /admin/v1/overview and /v1/models (`base`'s owner). */
   backbone: z.string().default('backbone'),
   sharedAdapters: z.array(sharedAdapterSeedSchema).default([]),

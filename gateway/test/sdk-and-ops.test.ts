@@ -159,6 +159,7 @@ describe('persistence and start-up', () => {
   it('refuses invalid options with a clear message', async () => {
     await expect(startGateway({ workers: ['not an address'] })).rejects.toThrow(/workers\.0: workers are host:port/);
     await expect(startGateway({ operatorKey: 'short' })).rejects.toThrow(/operator key needs at least 16/);
+    await expect(startGateway({ operatorKey: 'replace-with-openssl-rand-hex-24' })).rejects.toThrow(/still the placeholder/);
   });
 
   it('parses the command line', () => {
