@@ -68,7 +68,7 @@ export class RateLimiter {
   async admit(tenantId: number, limits: Limits, cost: Cost): Promise<Admission> {
     if (cost.tokens > limits.tpm) {
       throw limited(
-        `this request may use up to ${cost.tokens} tokens (max_tokens × choices), more than the limit of ${limits.tpm} tokens per minute; lower max_tokens`,
+        `this request may use up to ${cost.tokens} tokens (its prompts, estimated, and max_tokens × choices), more than the limit of ${limits.tpm} tokens per minute; lower max_tokens`,
         WINDOW_S,
         'max_tokens',
       );

@@ -117,6 +117,18 @@ describe('rate limits', () => {
     console.log(`tokens per minute 50: ${ran.length} of 20 parallel requests ran, ${completion} completion tokens`);
   });
 
+  it('reserves the prompt too: token ids exactly, so a long prompt cannot slip past the tokens per minute', async () => {
+    const key = await tenantWithKey(gw.admin, 'prompted', { tpm: 100 });
+    const ids = (n: number) => Array.from({ length: n }, (_, i) => 5 + (i % 50));
+    const tooLong = await postJson(gw.url, '/v1/completions', key, { model: 'base', prompt: ids(95), max_tokens: 10 });
+    expect(tooLong.status).toBe(429);
+    expect(tooLong.body.error.param).toBe('max_tokens');
+    expect(tooLong.body.error.message).toContain('up to 105 tokens');
+    const fits = await postJson(gw.url, '/v1/completions', key, { model: 'base', prompt: ids(80), max_tokens: 10, temperature: 0 });
+    expect(fits.status).toBe(200);
+    expect(fits.body.usage.prompt_tokens).toBe(80);
+  });
+
   it('refuses a request whose max_tokens alone is over the tokens per minute, naming max_tokens', async () => {
     const key = await tenantWithKey(gw.admin, 'small', { tpm: 10 });
     const r = await postJson(gw.url, '/v1/completions', key, { model: 'base', prompt: 'x', max_tokens: 11 });

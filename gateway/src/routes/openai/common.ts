@@ -63,13 +63,24 @@ export async function prepare(
   checkRanges(inputs, maxTokens, context);
   const specs = choiceSpecs(deps, inputs, body, maxTokens.value, extras);
   const caller = request.caller;
-  // A choice can never use more tokens than max_tokens, or without one than the context holds.
-  const reserve = maxTokens.value ?? context ?? 0;
-  const admission =
-    caller.kind === 'tenant' ? await deps.limiter.admit(caller.tenant.id, caller.tenant, { requests: specs.length, tokens: reserve * specs.length }) : NO_ADMISSION;
+  // A choice can never generate more than max_tokens, and its prompt is counted once however many choices it has;
+  // without max_tokens a choice can never use more than the context holds, prompt included.
+  const tokens = maxTokens.value != null ? maxTokens.value * specs.length + inputs.reduce((sum, input) => sum + promptEstimate(input), 0) : (context ?? 0) * specs.length;
+  const admission = caller.kind === 'tenant' ? await deps.limiter.admit(caller.tenant.id, caller.tenant, { requests: specs.length, tokens }) : NO_ADMISSION;
   const tenant = caller.kind === 'tenant' ? caller.tenant : { id: OPERATOR_ID, name: '' };
   const endUser = body.user || body.safety_identifier || undefined;
   return { ctx: { tenant: tenant.name, tenantId: tenant.id, modelId: resolved.id, endUser, startedAt, admission }, resolved, specs };
+}
+
+/**
+ * The tokens a prompt is reserved for at admission, before the worker has tokenised it: token ids exactly; text
+ * at a quarter of its UTF-8 bytes (OpenAI's rule of thumb for its own estimate), at least one. When the request
+ * ends, the window is settled to the tokens it really used.
+ */
+export function promptEstimate(input: EngineInput): number {
+  if ('prompt_ids' in input) return input.prompt_ids.ids.length;
+  const text = 'prompt' in input ? input.prompt : input.chat.messages.map((m) => m.content).join('\n');
+  return Math.max(1, Math.ceil(Buffer.byteLength(text, 'utf8') / 4));
 }
 
 /** Numbers the workers' uint32 fields would silently wrap, or that no worker could honour, are 400s here. */
