@@ -47,6 +47,29 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
     expect(await second.tenants.byName('kept')).toMatchObject({ name: 'kept', rpm: 1, tpm: 2 });
   });
 
+  it('finishes a migration that a stopped process left half-applied (SQLite runs each outside a transaction)', async () => {
+    const db = await newDatabase();
+    const first = await open(db);
+    // 004 as a process stopped inside it leaves it: its first statement applied (adapters.kind), the rest not.
+    await sql`DROP TABLE user_usage`.execute(first.db);
+    await sql`DELETE FROM kysely_migration WHERE name = '004_adapter_kinds_user_usage'`.execute(first.db);
+    const again = await open(db);
+    expect(Number((await sql<{ n: number }>`SELECT COUNT(*) AS n FROM kysely_migration`.execute(again.db)).rows[0]!.n)).toBe(4);
+    const t = (await again.tenants.create('resumed', 1, 1))!;
+    await again.usage.record(t.id, 'copa', 1, 2, 3, 'ann'); // user_usage is back
+    expect(await again.usage.byUser()).toEqual([{ tenant: 'resumed', model: 'copa', user: 'ann', requests: 1, prompt_tokens: 2, completion_tokens: 3 }]);
+  });
+
+  it('never hands out a deleted tenant id again, across restarts', async () => {
+    const db = await newDatabase();
+    const first = await open(db);
+    await first.tenants.create('a', 1, 1);
+    const b = (await first.tenants.create('b', 1, 1))!;
+    await first.removeTenant('b');
+    const second = await open(db); // SQLite: a file the migrator made is not rebuilt as a pre-migrator one
+    expect((await second.tenants.create('c', 1, 1))!.id).toBeGreaterThan(b.id);
+  });
+
   it('creates, changes, lists and deletes tenants; a name is unique, an id is never handed out again', async () => {
     const store = await open(await newDatabase());
     const acme = await store.tenants.create('acme', 10, 1000);

@@ -69,7 +69,7 @@ const initial = (dialect: Dialect): Migration => ({
 // the folder era is gone; a row still pending was being written when its process stopped and never showed.
 const blobs: Migration = {
   async up(db: Kysely<any>) {
-    await db.schema.alterTable('adapters').addColumn('config_sha256', 'text').execute();
+    if (!(await hasColumn(db, 'adapters', 'config_sha256'))) await db.schema.alterTable('adapters').addColumn('config_sha256', 'text').execute();
     await sql`UPDATE adapters SET deleted = 1 WHERE deleted = 2`.execute(db);
   },
 };
@@ -83,6 +83,7 @@ const rateLimits = (dialect: Dialect): Migration => ({
     if (dialect === 'sqlite') return;
     await db.schema
       .createTable(RATE_LIMIT_TABLE)
+      .ifNotExists()
       .addColumn('key', 'text', (c) => c.primaryKey())
       .addColumn('points', big(dialect), (c) => c.notNull().defaultTo(0))
       .addColumn('expire', big(dialect))
@@ -96,9 +97,12 @@ export const RATE_LIMIT_TABLE = 'rate_limits';
 // user a request names (OpenAI's `user`), beside the per-tenant totals.
 const kindsAndUsers = (dialect: Dialect): Migration => ({
   async up(db: Kysely<any>) {
-    await db.schema.alterTable('adapters').addColumn('kind', 'text', (c) => c.notNull().defaultTo('para')).execute();
+    if (!(await hasColumn(db, 'adapters', 'kind'))) {
+      await db.schema.alterTable('adapters').addColumn('kind', 'text', (c) => c.notNull().defaultTo('para')).execute();
+    }
     await db.schema
       .createTable('user_usage')
+      .ifNotExists()
       .addColumn('tenant_id', big(dialect), (c) => c.notNull())
       .addColumn('model', 'text', (c) => c.notNull())
       .addColumn('end_user', 'text', (c) => c.notNull())
@@ -109,6 +113,16 @@ const kindsAndUsers = (dialect: Dialect): Migration => ({
       .execute();
   },
 });
+
+/**
+ * Every step may find its work done already: on SQLite the migrator runs a migration outside any transaction, so
+ * a process stopped inside one leaves its first statements applied and the migration unrecorded, and the next
+ * start runs it again.
+ */
+async function hasColumn(db: Kysely<any>, table: string, column: string): Promise<boolean> {
+  const tables = await db.introspection.getTables();
+  return tables.some((t) => t.name === table && t.columns.some((c) => c.name === column));
+}
 
 class StaticProvider implements MigrationProvider {
   constructor(private readonly migrations: Record<string, Migration>) {}

@@ -11,8 +11,14 @@ import type { Tables } from './schema.js';
  */
 function upgradeFromVersion0(db: Database.Database): void {
   const version = db.pragma('user_version', { simple: true }) as number;
-  const existing = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tenants'").get();
-  if (!existing || version !== 0) return;
+  if (version !== 0) return;
+  const existing = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tenants'").get() as { sql: string } | undefined;
+  // A new file (the migrator makes the current layout) or one the migrator made: marked, never rebuilt (a rebuild
+  // would reset the id sequence, so a deleted tenant's id could be given again). By its schema, not only its mark.
+  if (!existing || /AUTOINCREMENT/i.test(existing.sql)) {
+    db.pragma('user_version = 1');
+    return;
+  }
   db.pragma('foreign_keys = OFF'); // api_keys references tenants while the table is rebuilt
   db.transaction(() => {
     db.exec(`
