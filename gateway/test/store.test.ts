@@ -148,6 +148,30 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
     expect(await b.adapters.listFor(['racing'])).toEqual([]);
   });
 
+  it.runIf(dialect === 'postgres')('drops usage recorded while its tenant is being deleted', async () => {
+    const db = await newDatabase();
+    const [a, b] = [await open(db), await open(db)];
+    const t = (await a.tenants.create('ending', 1, 1))!;
+    let record: Promise<unknown> | undefined;
+    await a.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('tenants').where('id', '=', t.id).execute();
+      record = b.usage.record(t.id, 'copa', 1, 2, 3, 'ann'); // another replica: waits on the tenant's row
+      await new Promise((r) => setTimeout(r, 300));
+      await trx.deleteFrom('tenant_usage').where('tenant_id', '=', t.id).execute();
+    });
+    await record;
+    expect(await b.usage.byTenant()).toEqual([]);
+    expect(await b.usage.byUser()).toEqual([]);
+  });
+
+  it.runIf(dialect === 'postgres')('removes a tenant once when two replicas delete it at the same moment', async () => {
+    const db = await newDatabase();
+    const [a, b] = [await open(db), await open(db)];
+    await a.tenants.create('twice', 1, 1);
+    const results = await Promise.all([a.removeTenant('twice'), b.removeTenant('twice')]);
+    expect(results.filter((r) => r !== undefined)).toHaveLength(1);
+  });
+
   it('gives two replicas uploading the same adapter at once distinct versions', async () => {
     const db = await newDatabase();
     const [a, b] = [await open(db), await open(db)];

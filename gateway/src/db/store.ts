@@ -77,7 +77,7 @@ export async function openStore(db: string, options: StoreOptions = {}): Promise
     tenants: new TenantStore(handles.db),
     keys: new KeyStore(handles.db),
     adapters: new AdapterStore(handles.db, dialect === 'postgres'),
-    usage: new UsageStore(handles.db),
+    usage: new UsageStore(handles.db, dialect === 'postgres'),
     limiterConnection: handles.limiterConnection,
     ping: async () => {
       await sql`SELECT 1`.execute(handles.db);
@@ -86,8 +86,8 @@ export async function openStore(db: string, options: StoreOptions = {}): Promise
       handles.db.transaction().execute(async (trx) => {
         const tenants = new TenantStore(trx);
         const tenant = await tenants.byName(name);
-        if (!tenant) return undefined;
-        await tenants.delete(name);
+        // by id: a concurrent deletion (then nothing is deleted here) must not take a tenant created again meanwhile
+        if (!tenant || !(await tenants.deleteById(tenant.id))) return undefined;
         const adapters = await new AdapterStore(trx).markOwnerDeleted(name);
         await new UsageStore(trx).forgetTenant(tenant.id);
         return { tenant, adapters };

@@ -50,4 +50,10 @@ export class TenantStore {
     const result = await this.db.deleteFrom('tenants').where('name', '=', name).executeTakeFirst();
     return result.numDeletedRows > 0n;
   }
+
+  /** Removes this tenant (not another of the same name) and (by cascade) its keys. */
+  async deleteById(id: number): Promise<boolean> {
+    const result = await this.db.deleteFrom('tenants').where('id', '=', id).executeTakeFirst();
+    return result.numDeletedRows > 0n;
+  }
 }

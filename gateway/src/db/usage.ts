@@ -23,7 +23,11 @@ export interface UsageRow {
 }
 
 export class UsageStore {
-  constructor(private readonly db: Db) {}
+  /** `lockTenants`: PostgreSQL, where a record's check of its tenant locks the tenant's row (see record). */
+  constructor(
+    private readonly db: Db,
+    private readonly lockTenants = false,
+  ) {}
 
   /**
    * Adds one request's usage, if its tenant still exists (the operator always does): a stream that ends after
@@ -38,8 +42,11 @@ export class UsageStore {
       sql<number>`CAST(${completionTokens} AS BIGINT)`.as('completion_tokens'),
     ];
     const key = [sql<number>`CAST(${tenantId} AS BIGINT)`.as('tenant_id'), sql<string>`CAST(${model} AS TEXT)`.as('model')];
+    // Only for a tenant that still exists; on PostgreSQL the check locks its row, so a deletion not yet committed
+    // either waits for this write (and then removes it with the tenant's usage) or wins (nothing is written).
+    const tenant = this.db.selectFrom('tenants').select('id').where('id', '=', tenantId);
     const exists = (w: ExpressionBuilder<Tables, never>) =>
-      tenantId === OPERATOR_ID ? sql<boolean>`1 = 1` : w.exists(this.db.selectFrom('tenants').select('id').where('id', '=', tenantId));
+      tenantId === OPERATOR_ID ? sql<boolean>`1 = 1` : w.exists(this.lockTenants ? tenant.forKeyShare() : tenant);
     await this.db
       .insertInto('tenant_usage')
       .columns(['tenant_id', 'model', 'requests', 'prompt_tokens', 'completion_tokens'])
