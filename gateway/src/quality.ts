@@ -34,6 +34,8 @@ export interface Quality {
 }
 
 const METHOD_ORDER = ['base', 'para', 'lora', 'dora', 'ia3'];
+/** results.md's order (report.py's TASK_ORDER); a task it does not list comes after, as it first appears. */
+const TASK_ORDER = ['copa', 'boolq', 'squad', 'gsm8k', 'spider'];
 
 function chosenLr(runs: Run[], task: string, method: string): number | null {
   const grid = new Set(runs.filter((r) => r.stage === 'sweep').map((r) => r.lr));
@@ -80,7 +82,8 @@ export async function readQuality(path: string): Promise<Quality> {
     const run = runSchema.safeParse(r);
     return run.success && !run.data.smoke ? [run.data] : [];
   });
-  const tasks = [...new Set(runs.map((r) => r.task))];
+  const seen = [...new Set(runs.map((r) => r.task))];
+  const tasks = [...TASK_ORDER.filter((t) => seen.includes(t)), ...seen.filter((t) => !TASK_ORDER.includes(t))];
   const methods = METHOD_ORDER.filter((m) => runs.some((r) => r.method === m));
   const rows: QualityRow[] = [];
   for (const task of tasks) {

@@ -67,6 +67,8 @@ describe('admin client', () => {
     expect(overview.latency_ms.p50).toBeGreaterThan(0);
     expect(overview.quality.metric).toBe('dev');
     expect(overview.quality.rows).toContainEqual(expect.objectContaining({ task: 'copa', method: 'para' }));
+    // the committed study's tasks in results.md's order
+    expect([...new Set(overview.quality.rows.map((r) => r.task))]).toEqual(['copa', 'boolq', 'squad', 'gsm8k', 'spider']);
 
     expect(await admin.adapters.delete('helper')).toEqual({ deleted: true, id: 'helper' });
     await admin.keys.delete(key.id);

@@ -4,8 +4,8 @@ import { textColumn, numberColumn, type Cell, type TableModel } from './table';
 
 /**
  * Pivots `quality.rows` into one row per task and one column per method, the layout of
- * benchmarks/quality/results.md. Tasks and methods keep the order they first appear
- * in, which is the order the study lists them.
+ * benchmarks/quality/results.md. Tasks and methods keep the order the gateway sends them
+ * in, which is results.md's.
  */
 export function qualityTable(overview: Overview): TableModel {
   const rows = overview.quality.rows;
