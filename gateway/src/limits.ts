@@ -86,7 +86,13 @@ export class RateLimiter {
       await this.requests.reward(key, cost.requests);
       throw limited(`rate limit reached: ${limits.rpm} requests per minute (a request with n choices counts n)`, retryAfterS(requests));
     }
-    const tokens = await this.tokens.penalty(key, cost.tokens);
+    let tokens: RateLimiterRes;
+    try {
+      tokens = await this.tokens.penalty(key, cost.tokens);
+    } catch (err) {
+      await this.requests.reward(key, cost.requests).catch(() => undefined); // the request was never admitted
+      throw err;
+    }
     if (tokens.consumedPoints > limits.tpm) {
       await Promise.all([this.tokens.reward(key, cost.tokens), this.requests.reward(key, cost.requests)]);
       throw limited(`rate limit reached: ${limits.tpm} tokens per minute`, retryAfterS(tokens));

@@ -90,8 +90,8 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
   it('stores only key hashes, finds the tenant by key, and drops keys with their tenant', async () => {
     const store = await open(await newDatabase());
     const t = (await store.tenants.create('keyed', 1, 1))!;
-    const k1 = await store.keys.create(t.id);
-    const k2 = await store.keys.create(t.id);
+    const k1 = (await store.keys.create(t.id))!;
+    const k2 = (await store.keys.create(t.id))!;
     expect(k1.key).toMatch(/^sk-para-/);
     expect((await store.keys.tenantForKey(k1.key))?.id).toBe(t.id);
     expect(await store.keys.tenantForKey(k2.key)).toEqual(t);
@@ -103,6 +103,7 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
     expect(await store.keys.tenantForKey(k1.key)).toBeUndefined();
     await store.tenants.delete('keyed');
     expect(await store.keys.tenantForKey(k2.key)).toBeUndefined();
+    expect(await store.keys.create(t.id)).toBeUndefined(); // a tenant deleted since it was looked up: no key, no error
   });
 
   it('numbers adapter versions, never reuses a deleted number, and knows which blobs live versions use', async () => {
@@ -211,7 +212,7 @@ describe.each(backends)('store on %s', (dialect, newDatabase) => {
   it('removes a tenant with its keys, usage and adapters in one transaction', async () => {
     const store = await open(await newDatabase());
     const t = (await store.tenants.create('doomed', 1, 1))!;
-    const key = await store.keys.create(t.id);
+    const key = (await store.keys.create(t.id))!;
     await store.adapters.insertNext(version('doomed', 'a'), t.id);
     await store.usage.record(t.id, 'doomed/a', 1, 1, 1);
     const removed = await store.removeTenant('doomed');

@@ -1,5 +1,6 @@
 // API keys: only their SHA-256 is stored; the key itself is shown once, when created.
 import { createHash, randomBytes } from 'node:crypto';
+import { isForeignKeyViolation } from './errors.js';
 import type { Db } from './schema.js';
 import type { Tenant } from './tenants.js';
 import { nowSeconds } from './time.js';
@@ -18,10 +19,16 @@ export class KeyStore {
   constructor(private readonly db: Db) {}
 
   /** Returns the new key in clear text together with its record. */
-  async create(tenantId: number): Promise<ApiKeyRecord & { key: string }> {
+  /** A new key for the tenant; undefined when the tenant is gone (deleted since it was looked up). */
+  async create(tenantId: number): Promise<(ApiKeyRecord & { key: string }) | undefined> {
     const key = KEY_PREFIX + randomBytes(24).toString('base64url');
     const record = { id: `key_${randomBytes(8).toString('hex')}`, prefix: key.slice(0, KEY_PREFIX.length + 4), created: nowSeconds() };
-    await this.db.insertInto('api_keys').values({ ...record, tenant_id: tenantId, hash: sha256Hex(key) }).execute();
+    try {
+      await this.db.insertInto('api_keys').values({ ...record, tenant_id: tenantId, hash: sha256Hex(key) }).execute();
+    } catch (err) {
+      if (isForeignKeyViolation(err)) return undefined;
+      throw err;
+    }
     return { ...record, key };
   }
 

@@ -92,7 +92,11 @@ export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
 
   typed.post('/admin/v1/tenants/:name/keys', {
     schema: { ...common, summary: 'Create an API key (shown once)', params: tenantParams, response: { 201: keySchema.extend({ key: z.string() }), ...errorResponses } },
-    handler: async (request, reply) => reply.code(201).send(await deps.keys.create((await tenantOr404(request.params.name)).id)),
+    handler: async (request, reply) => {
+      const created = await deps.keys.create((await tenantOr404(request.params.name)).id);
+      if (!created) throw notFound(`unknown tenant '${request.params.name}'`); // deleted meanwhile
+      return reply.code(201).send(created);
+    },
   });
 
   typed.get('/admin/v1/tenants/:name/keys', {
