@@ -7,7 +7,7 @@ import gc
 import os
 import signal
 import sys
-import threading
+import time
 
 from .generate import DEFAULT_MODEL
 
@@ -108,18 +108,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"engine serving {args.model} on {args.host}:{port} ({device}, {config.max_seqs} sequences, KV cache "
           f"{engine.cache.tokens} tokens, {graphs} CUDA graphs, adapters: "
           f"{', '.join(engine.adapter_names()) or 'none yet'}{metrics})", flush=True)
-    stopped = threading.Event()
+    # Set by SIGINT/SIGTERM. A plain flag, polled below: a handler that took a lock (Event.set) could deadlock, since
+    # it runs in the main thread, which may hold that very lock at that moment (seen once: a worker whose parent
+    # died sat forever with every thread waiting on a futex).
+    requested = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
+        signal.signal(sig, lambda *_: requested.append(True))
     if args.exit_with_parent:
         _ask_kernel_for_parent_death_signal()
-        if os.getppid() != parent:  # the parent died before the signal was asked for
-            stopped.set()
-        threading.Thread(target=_watch_parent, args=(parent, stopped), daemon=True).start()
-    while not stopped.wait(1.0):
-        if not service.serving:  # the engine loop failed and left the engine inconsistent: a fresh worker is needed
+    failure = None
+    while True:
+        if requested:
             break
-    failure = service.failure
+        if args.exit_with_parent and os.getppid() != parent:  # re-parented: the process that started it died
+            # Decided before anything is written: with piped stdio the parent's end of the pipe is gone.
+            _say("engine: the process that started it is gone; stopping")
+            break
+        if not service.serving:  # the engine loop failed and left the engine inconsistent: a fresh worker is needed
+            failure = service.failure
+            break
+        time.sleep(0.2)
     server.stop(grace=2).wait()
     service.close()
     _say(f"engine stopped: its loop failed ({failure!r})" if failure is not None else "engine stopped")
@@ -128,21 +136,8 @@ def run(args: argparse.Namespace) -> int:
     os._exit(1 if failure is not None else 0)
 
 
-def _watch_parent(parent: int, stopped: threading.Event) -> None:
-    """Set ``stopped`` once the parent has died (this process is then re-parented), even by SIGKILL.
-
-    The flag is set before anything is written: with piped stdio the parent's end of the pipe is gone, so a
-    write to stderr raises, and a watcher that wrote first would die without stopping the worker.
-    """
-    while not stopped.wait(1.0):
-        if os.getppid() != parent:
-            stopped.set()
-            _say("engine: the process that started it is gone; stopping")
-            return
-
-
 def _ask_kernel_for_parent_death_signal() -> None:
-    """On Linux, have the kernel send SIGTERM when the parent dies (the watcher thread is the portable fallback)."""
+    """On Linux, have the kernel send SIGTERM when the parent dies (polling the parent's id is the portable fallback)."""
     if not sys.platform.startswith("linux"):
         return
     try:
