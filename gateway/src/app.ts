@@ -66,9 +66,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const router = new Router(pool, logger);
   const files = new AdapterFileStore(config.dataDir);
   await files.clearAbandoned(); // what a crashed upload left half-written, long enough ago
-  const registry = new AdapterRegistry(store.adapters, files, router);
-  const limiter = new RateLimiter(store.limiterConnection);
   const metrics = new GatewayMetrics(pool);
+  const registry = new AdapterRegistry(store.adapters, files, router, (id) => metrics.forget({ model: id }));
+  const limiter = new RateLimiter(store.limiterConnection);
   const traffic = new TrafficWindow();
   const runner = new ChoiceRunner(new GenerationService(pool, router, metrics, logger), new Accounting(usage, metrics, traffic));
   const auth = new Authenticator(config.operatorKey, keys);
@@ -93,7 +93,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     scope.addHook('onRequest', auth.requireOperator);
     adminRoutes(scope, {
       store,
-      tenants, keys, usage, registry, limiter,
+      tenants, keys, usage, registry, limiter, metrics,
       defaultRpm: config.defaultRpm,
       defaultTpm: config.defaultTpm,
       overview: () => buildOverview({ backbone: config.backbone, tenants, usage, registry, pool, traffic, qualityResults: config.qualityResults }),

@@ -39,6 +39,20 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  /**
+   * Drops the series of a deleted tenant (by its name, as labelled) or of an adapter with no version left (by its
+   * id), so that /metrics does not grow with every tenant and adapter name ever served.
+   */
+  async forget(match: { tenant?: string; model?: string }): Promise<void> {
+    for (const metric of [this.requests, this.tokens] as Counter<string>[]) {
+      for (const { labels } of (await metric.get()).values) {
+        if ((match.tenant === undefined || labels.tenant === match.tenant) && (match.model === undefined || labels.model === match.model)) {
+          metric.remove(labels as Record<string, string>);
+        }
+      }
+    }
+  }
+
   constructor(pool: WorkerPool) {
     new Gauge({
       name: 'para_worker_up',

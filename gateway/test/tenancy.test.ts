@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { ParaApiError, type ParaClient } from '../src/sdk/index.js';
 import { type EngineWorker, generateDirect, loadDirect, startWorker } from './helpers/engine.js';
-import { OPERATOR_KEY, type TestGateway, jsonOf, postJson, startTestGateway, tenantClient, tenantWithKey } from './helpers/gateway.js';
+import { OPERATOR_KEY, type TestGateway, jsonOf, operatorFetch, postJson, startTestGateway, tenantClient, tenantWithKey } from './helpers/gateway.js';
 
 const tiny = inject('tinyDir');
 const adapterDir = (name: string) => join(tiny, 'adapters', name);
@@ -191,7 +191,11 @@ describe('adapter versions', () => {
     const key = await tenantWithKey(gw.admin, 'leaving');
     await tenantClient(gw.url, key).adapters.uploadDirectory(adapterDir('alpha'), { name: 'a' });
     expect((await chat(key, 'leaving/a', 2)).status).toBe(200);
+    const metrics = async () => (await operatorFetch(gw.url, '/metrics')).text();
+    expect(await metrics()).toContain('tenant="leaving",model="leaving/a"');
     await gw.admin.tenants.delete('leaving');
+    // its series go with it (a deleted tenant's or adapter's name must not stay in /metrics for ever)
+    expect(await metrics()).not.toContain('"leaving');
     expect((await chat(key, 'leaving/a', 2)).status).toBe(401);
     expect((await gw.admin.adapters.list()).map((a) => a.id)).not.toContain('leaving/a');
     expect((await chat(OPERATOR_KEY, 'leaving/a', 2)).status).toBe(404);

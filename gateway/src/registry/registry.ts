@@ -52,6 +52,8 @@ export class AdapterRegistry {
     private readonly store: AdapterStore,
     private readonly files: AdapterFileStore,
     private readonly router: Router,
+    /** Told the id of an adapter whose last version was deleted (the metrics drop its series). */
+    private readonly onGone: (id: string) => Promise<void> = async () => undefined,
   ) {}
 
   /** What a `model` field names, if the caller may use it. */
@@ -171,6 +173,8 @@ export class AdapterRegistry {
 
   /** After versions were marked deleted (by delete(), or with their tenant): unloads them and frees their files. */
   async dispose(rows: AdapterVersion[]): Promise<void> {
+    const adapters = new Map(rows.map((row) => [adapterId(row.owner, row.name), row]));
+    for (const [id, row] of adapters) if ((await this.store.versions(row.owner, row.name)).length === 0) await this.onGone(id);
     for (const row of rows) {
       this.router.forget(workerNameOf(row));
       if (!row.config_sha256) {

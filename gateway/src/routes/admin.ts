@@ -11,6 +11,7 @@ import type { RateLimiter } from '../limits.js';
 import { conflictResponse, errorResponses } from '../openapi.js';
 import { type Overview, overviewSchema } from '../overview.js';
 import { LEGACY_NAME_PATTERN, NAME_PATTERN, NAME_RULE } from '../names.js';
+import type { GatewayMetrics } from '../metrics.js';
 import type { AdapterRegistry } from '../registry/registry.js';
 
 export interface AdminRouteDeps {
@@ -20,6 +21,7 @@ export interface AdminRouteDeps {
   usage: UsageStore;
   registry: AdapterRegistry;
   limiter: RateLimiter;
+  metrics: Pick<GatewayMetrics, 'forget'>;
   defaultRpm: number;
   defaultTpm: number;
   overview: () => Promise<Overview>;
@@ -86,6 +88,7 @@ export function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): void {
       // later, and a new tenant of the same name starts from nothing.
       await deps.registry.dispose(removed.adapters);
       await deps.limiter.forget(removed.tenant.id);
+      await deps.metrics.forget({ tenant: removed.tenant.name }); // its adapters' series went with dispose
       return { deleted: true as const, name: removed.tenant.name };
     },
   });
