@@ -297,6 +297,19 @@ def test_a_failed_step_ends_every_stream_and_a_broken_cleanup_stops_the_worker(c
     assert service.serving and engine.blocks.all_free() and not engine.running
     assert len(collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4, ignore_eos=True))[0]) == 4
 
+    publish = service._publish
+
+    def publishing_fails_once(stream):  # what a tokenizer or a stop string's cancel raising would do
+        monkeypatch.setattr(service, "_publish", publish)
+        raise RuntimeError("detokenising failed")
+
+    monkeypatch.setattr(service, "_publish", publishing_fails_once)
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4))
+    assert error.value.code() == grpc.StatusCode.INTERNAL and "detokenising failed" in error.value.details()
+    assert service.healthy and engine.in_flight == 0 and engine.blocks.all_free() and not engine.running
+    assert len(collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4, ignore_eos=True))[0]) == 4
+
     def broken_cancel(request):
         cancel(request)
         raise KeyError("lost")
@@ -307,7 +320,7 @@ def test_a_failed_step_ends_every_stream_and_a_broken_cleanup_stops_the_worker(c
         collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4))
     assert error.value.code() == grpc.StatusCode.INTERNAL
     service.thread.join(timeout=10)
-    assert not service.serving and not service.thread.is_alive() and "boom" in repr(service.failure)
+    assert not service.healthy and not service.thread.is_alive() and "boom" in repr(service.failure)
     assert not stub.Health(pb.HealthRequest()).serving
     with pytest.raises(grpc.RpcError) as error:
         collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4))

@@ -315,6 +315,7 @@ class Study:
         gpus = a.gpus or 0
         load = {gpu: 0 for gpu in range(gpus)}  # runs in flight per GPU
         failures = deferred = 0
+        never: list[str] = []
         with ThreadPoolExecutor(a.workers) as pool:
             running: dict = {}
             while pending or running:
@@ -327,7 +328,10 @@ class Study:
                     if self.done(job):
                         continue
                     if a.deadline and time.monotonic() - started + self.expected_seconds(job) > a.deadline:
-                        deferred += 1
+                        if self.expected_seconds(job) > a.deadline:
+                            never.append(self.key(job))  # no invocation under this deadline could run it
+                        else:
+                            deferred += 1
                         continue
                     gpu = min(load, key=load.get) if gpus else None
                     if gpu is not None:
@@ -355,6 +359,9 @@ class Study:
                                if not self.done(j) and j not in pending and j not in in_flight] + pending
         print(f"{len(self.runs)} runs recorded in {self.results_path}, {failures} failed, {deferred} left for the "
               "next invocation (--deadline)", flush=True)
+        if never:
+            print(f"{len(never)} runs are expected to take longer than --deadline itself and never start under it: "
+                  f"{', '.join(never)}", flush=True)
         return failures + deferred
 
 
@@ -393,9 +400,14 @@ def main() -> None:
                         "with --smoke runs/study-smoke/results.json, so that a check never mixes with the study)")
     parser.add_argument("--smoke", action="store_true", help="two steps per run on a few examples: checks the pipeline")
     args = parser.parse_args()
-    runs = ROOT / "runs" / ("study-smoke" if args.smoke else "study")
+    # The committed study's settings write the committed results; any other model, rank or a smoke run writes its
+    # own folder and file, so that report.py and the dashboard never mix them with the study's.
+    other = [f"model-{args.model}"] if args.model != DEFAULT_MODEL else []
+    other += [f"r{args.rank}"] if args.rank != DEFAULT_RANK else []
+    other += ["smoke"] if args.smoke else []
+    runs = ROOT / "runs" / "-".join(["study", *(o.replace("/", "_") for o in other)])
     args.runs = args.runs or str(runs)
-    args.results = args.results or str(runs / "results.json" if args.smoke else HERE / "results.json")
+    args.results = args.results or str(runs / "results.json" if other else HERE / "results.json")
     # exit 1 when a run failed or was left for later, so that a job wrapper knows another pass is needed
     sys.exit(1 if Study(args).run() else 0)
 

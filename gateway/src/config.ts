@@ -39,7 +39,7 @@ export const gatewayOptionsSchema = z.object({
     .refine((key) => !key.startsWith('replace-with'), 'the operator key is still the placeholder of deploy/systemd/gateway.env: put your own')
     .optional(),
   /** The backbone's name as reported in /admin/v1/overview and /v1/models (`base`'s owner). */
-  backbone: z.string().default('backbone'),
+  backbone: z.string().min(1, 'the backbone needs a name (--backbone)').default('backbone'),
   sharedAdapters: z.array(sharedAdapterSeedSchema).default([]),
   /** Per-tenant defaults for new tenants that do not name their own limits. */
   defaultRpm: z.number().int().positive().default(600),

@@ -28,6 +28,8 @@ export interface Cost {
   requests: number;
   /** Tokens reserved until the request ends. */
   tokens: number;
+  /** The field a refusal names when the choices alone are over the requests per minute (default `n`). */
+  choicesParam?: 'n' | 'prompt';
 }
 
 /** An admitted request's hold on its tenant's limits; settled exactly once when the request ends. */
@@ -75,9 +77,9 @@ export class RateLimiter {
     }
     if (cost.requests > limits.rpm) {
       throw limited(
-        `this request counts as ${cost.requests} requests (n × prompts), more than the limit of ${limits.rpm} requests per minute; lower n`,
+        `this request counts as ${cost.requests} requests (n × prompts), more than the limit of ${limits.rpm} requests per minute; lower ${cost.choicesParam ?? 'n'}`,
         WINDOW_S,
-        'n',
+        cost.choicesParam ?? 'n',
       );
     }
     const key = String(tenantId);

@@ -151,6 +151,9 @@ describe('rate limits', () => {
     expect(r.status).toBe(429);
     expect(r.body.error.param).toBe('n');
     expect(r.body.error.message).toContain('3 requests per minute');
+    const prompts = await postJson(gw.url, '/v1/completions', key, { model: 'base', prompt: ['a', 'b', 'c', 'd'], max_tokens: 2 });
+    expect(prompts.status).toBe(429);
+    expect(prompts.body.error.param).toBe('prompt'); // four prompts with n = 1: it is the prompts that are too many
     // Nothing was taken from the window: three single requests still fit.
     for (let i = 0; i < 3; i++) expect((await postJson(gw.url, '/v1/completions', key, { model: 'base', prompt: 'x', max_tokens: 2 })).status).toBe(200);
   });

@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
             # Decided before anything is written: with piped stdio the parent's end of the pipe is gone.
             _say("engine: the process that started it is gone; stopping")
             break
-        if not service.serving:  # the engine loop failed and left the engine inconsistent: a fresh worker is needed
-            failure = service.failure
+        if not service.healthy:  # the engine loop failed (or died): a fresh worker is needed
+            failure = service.failure or RuntimeError("the engine loop stopped")
             break
         time.sleep(0.2)
     server.stop(grace=2).wait()

@@ -150,7 +150,7 @@ class EngineServicer(pb_grpc.EngineServicer):
 
     def Health(self, request, context):
         engine = self.service.engine
-        return pb.HealthResponse(serving=self.service.serving, model=self.service.model_name, api_version=API_VERSION,
+        return pb.HealthResponse(serving=self.service.healthy, model=self.service.model_name, api_version=API_VERSION,
                                  max_context=engine.max_len, slots=engine.config.max_seqs,
                                  kv_tokens=engine.cache.tokens, block_size=engine.config.block_size,
                                  vocab_size=engine.vocab, structured_output=engine.tokenizer is not None,

@@ -63,6 +63,11 @@ class EngineService:
         self.thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
         self.thread.start()
 
+    @property
+    def healthy(self) -> bool:
+        """Taking requests, with the loop that steps the engine running (Health reports this)."""
+        return self.serving and self.thread.is_alive()
+
     def capture_graphs(self) -> int:
         """Record the CUDA graphs now, before the first request, so that none waits for a capture (a capture
         synchronises the device and empties the allocator's cache): the decoding step's and the prefill pass's,
@@ -83,12 +88,14 @@ class EngineService:
                 raise BadRequest("chat messages need roles system, user or assistant")
             text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
             return self.tokenizer(text, add_special_tokens=False).input_ids
+        if not prompt:
+            return []  # refused by the engine as empty (not turned into a lone beginning-of-sequence token)
         # raw text: with the tokenizer's own leading special token, as training gives a model without a chat template
-        return prompt_token_ids(self.tokenizer, prompt or "", templated=False)
+        return prompt_token_ids(self.tokenizer, prompt, templated=False)
 
     def submit(self, prompt_ids: list[int], adapter: str, sampling: SamplingParams, stop: list[str]) -> _Stream:
         with self.lock:
-            if not self.serving:
+            if not self.healthy:
                 raise EngineStopped("the engine is not serving (its loop failed or it is shutting down)")
             request = self.engine.submit(prompt_ids, adapter or BASE_ADAPTER, sampling)
             stream = _Stream(request, [s for s in stop if s])
@@ -150,7 +157,7 @@ class EngineService:
             if pending is None:
                 self.wake.wait(timeout=0.1)
             with self.lock:
-                ahead, taken = None, False
+                ahead, taken, taking = None, False, pending
                 try:
                     ahead = self.engine.launch_ahead(pending)
                     taken = True  # finish drops its step even when it fails
@@ -160,9 +167,13 @@ class EngineService:
                     pending, ahead = ahead, None
                     if pending is None and (self.engine.waiting or self.engine.running):
                         pending = self.engine.launch()
+                    for request in touched:  # inside: a failure here (a stop string's cancel) is handled alike
+                        stream = self.streams.get(request.id)
+                        if stream is not None:
+                            self._publish(stream)
                 except Exception as err:  # a broken step must not leave clients waiting forever
-                    for step in (ahead, None if taken else pending):
-                        if step is not None:
+                    for step in (ahead, pending):  # every step still in flight (finish dropped the one it took)
+                        if step is not None and not (taken and step is taking):
                             self.engine.drop(step)
                     pending = None
                     consistent = True
@@ -179,10 +190,6 @@ class EngineService:
                         self.serving = False
                         self.failure = err
                     continue
-                for request in touched:
-                    stream = self.streams.get(request.id)
-                    if stream is not None:
-                        self._publish(stream)
                 if pending is None and not (self.engine.waiting or self.engine.running):
                     self.wake.clear()
 

@@ -67,12 +67,14 @@ const initial = (dialect: Dialect): Migration => ({
 // Adapter files become content-addressed blobs (registry/blobs.ts): a version names its config's blob here and
 // its weights' by `sha256`. A row is inserted only once both blobs are complete, so the pending state (2) of
 // the folder era is gone; a row still pending was being written when its process stopped and never showed.
-const blobs: Migration = {
+const blobs = (dialect: Dialect): Migration => ({
   async up(db: Kysely<any>) {
-    if (!(await hasColumn(db, 'adapters', 'config_sha256'))) await db.schema.alterTable('adapters').addColumn('config_sha256', 'text').execute();
+    if (!(await hasColumn(db, dialect, 'adapters', 'config_sha256'))) {
+      await db.schema.alterTable('adapters').addColumn('config_sha256', 'text').execute();
+    }
     await sql`UPDATE adapters SET deleted = 1 WHERE deleted = 2`.execute(db);
   },
-};
+});
 
 // The rate limiter's windows on PostgreSQL (rate-limiter-flexible's table layout: key, points, expire in ms),
 // created here rather than by the library so replicas starting together do not race to create it, and with
@@ -97,7 +99,7 @@ export const RATE_LIMIT_TABLE = 'rate_limits';
 // user a request names (OpenAI's `user`), beside the per-tenant totals.
 const kindsAndUsers = (dialect: Dialect): Migration => ({
   async up(db: Kysely<any>) {
-    if (!(await hasColumn(db, 'adapters', 'kind'))) {
+    if (!(await hasColumn(db, dialect, 'adapters', 'kind'))) {
       await db.schema.alterTable('adapters').addColumn('kind', 'text', (c) => c.notNull().defaultTo('para')).execute();
     }
     await db.schema
@@ -119,9 +121,14 @@ const kindsAndUsers = (dialect: Dialect): Migration => ({
  * a process stopped inside one leaves its first statements applied and the migration unrecorded, and the next
  * start runs it again.
  */
-async function hasColumn(db: Kysely<any>, table: string, column: string): Promise<boolean> {
-  const tables = await db.introspection.getTables();
-  return tables.some((t) => t.name === table && t.columns.some((c) => c.name === column));
+async function hasColumn(db: Kysely<any>, dialect: Dialect, table: string, column: string): Promise<boolean> {
+  // In the schema the migrations write to (PostgreSQL's current schema; SQLite has one), not a namesake elsewhere.
+  const found =
+    dialect === 'sqlite'
+      ? await sql<{ n: number }>`SELECT COUNT(*) AS n FROM pragma_table_info(${table}) WHERE name = ${column}`.execute(db)
+      : await sql<{ n: number }>`SELECT COUNT(*) AS n FROM information_schema.columns
+          WHERE table_schema = current_schema() AND table_name = ${table} AND column_name = ${column}`.execute(db);
+  return Number(found.rows[0]?.n ?? 0) > 0;
 }
 
 class StaticProvider implements MigrationProvider {
@@ -133,7 +140,7 @@ class StaticProvider implements MigrationProvider {
 
 export const migrationsFor = (dialect: Dialect): Record<string, Migration> => ({
   '001_initial': initial(dialect),
-  '002_adapter_blobs': blobs,
+  '002_adapter_blobs': blobs(dialect),
   '003_rate_limits': rateLimits(dialect),
   '004_adapter_kinds_user_usage': kindsAndUsers(dialect),
 });

@@ -66,7 +66,8 @@ export async function prepare(
   // A choice can never generate more than max_tokens, and its prompt is counted once however many choices it has;
   // without max_tokens a choice can never use more than the context holds, prompt included.
   const tokens = maxTokens.value != null ? maxTokens.value * specs.length + inputs.reduce((sum, input) => sum + promptEstimate(input), 0) : (context ?? 0) * specs.length;
-  const admission = caller.kind === 'tenant' ? await deps.limiter.admit(caller.tenant.id, caller.tenant, { requests: specs.length, tokens }) : NO_ADMISSION;
+  const choicesParam = (body.n ?? 1) > 1 ? 'n' : 'prompt';
+  const admission = caller.kind === 'tenant' ? await deps.limiter.admit(caller.tenant.id, caller.tenant, { requests: specs.length, tokens, choicesParam }) : NO_ADMISSION;
   const tenant = caller.kind === 'tenant' ? caller.tenant : { id: OPERATOR_ID, name: '' };
   const endUser = body.user || body.safety_identifier || undefined;
   return { ctx: { tenant: tenant.name, tenantId: tenant.id, modelId: resolved.id, endUser, startedAt, admission }, resolved, specs };
