@@ -284,26 +284,26 @@ def test_a_failed_step_ends_every_stream_and_a_broken_cleanup_stops_the_worker(c
     requests: Health says it is not serving and Generate answers UNAVAILABLE (``para engine`` then exits)."""
     stub, service = client
     engine = service.engine
-    launch, cancel = engine.launch, engine.cancel
+    cancel = engine.cancel
 
-    def failing_once():
-        monkeypatch.setattr(engine, "launch", launch)
-        raise RuntimeError("boom")
+    def fail_once(owner, name: str, error: Exception) -> None:
+        """``owner.name`` raises ``error`` at its next call, then is itself again."""
+        original = getattr(owner, name)
 
-    monkeypatch.setattr(engine, "launch", failing_once)
+        def failing(*args, **kwargs):
+            monkeypatch.setattr(owner, name, original)
+            raise error
+
+        monkeypatch.setattr(owner, name, failing)
+
+    fail_once(engine, "launch", RuntimeError("boom"))
     with pytest.raises(grpc.RpcError) as error:
         collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4))
     assert error.value.code() == grpc.StatusCode.INTERNAL and "boom" in error.value.details()
     assert service.serving and engine.blocks.all_free() and not engine.running
     assert len(collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4, ignore_eos=True))[0]) == 4
 
-    publish = service._publish
-
-    def publishing_fails_once(stream):  # what a tokenizer or a stop string's cancel raising would do
-        monkeypatch.setattr(service, "_publish", publish)
-        raise RuntimeError("detokenising failed")
-
-    monkeypatch.setattr(service, "_publish", publishing_fails_once)
+    fail_once(service, "_publish", RuntimeError("detokenising failed"))  # as a tokenizer or a stop's cancel might
     with pytest.raises(grpc.RpcError) as error:
         collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4))
     assert error.value.code() == grpc.StatusCode.INTERNAL and "detokenising failed" in error.value.details()
@@ -314,7 +314,7 @@ def test_a_failed_step_ends_every_stream_and_a_broken_cleanup_stops_the_worker(c
         cancel(request)
         raise KeyError("lost")
 
-    monkeypatch.setattr(engine, "launch", failing_once)
+    fail_once(engine, "launch", RuntimeError("boom"))
     monkeypatch.setattr(engine, "cancel", broken_cancel)
     with pytest.raises(grpc.RpcError) as error:
         collect(stub, prompt="the cat", sampling=pb.SamplingParams(max_tokens=4))

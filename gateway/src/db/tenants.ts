@@ -45,12 +45,6 @@ export class TenantStore {
     return this.db.selectFrom('tenants').select(COLUMNS).orderBy('name').execute();
   }
 
-  /** Removes the tenant and (by cascade) its keys. */
-  async delete(name: string): Promise<boolean> {
-    const result = await this.db.deleteFrom('tenants').where('name', '=', name).executeTakeFirst();
-    return result.numDeletedRows > 0n;
-  }
-
   /** Removes this tenant (not another of the same name) and (by cascade) its keys. */
   async deleteById(id: number): Promise<boolean> {
     const result = await this.db.deleteFrom('tenants').where('id', '=', id).executeTakeFirst();
